@@ -1,0 +1,298 @@
+"""The compile stage: spec -> plan -> build/<name>/ (lock, generated script, chat template).
+
+`compile_build` returns the build in memory; `write_build` puts it on disk; `stale_inputs` compares a
+fresh build with the one on disk and names what changed. Nothing here loads weights.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checks import DataSummary, validate
+from .diagnostics import Diagnostic, SpecError, errors
+from .hashing import FileHasher, sha256_text
+from .inputs import InputError, relative_to_root, resolve_model
+from .lock import LOCK_NAME, canonical, plan_hash, read_lock, write_atomic
+from .modelinfo import inspect_model, load_tokenizer, lora_trainable, tokenizer_info
+from .plan import Measured, installed_versions, resolve
+from .render import render_script, template_hashes
+from .tokens import SplitStats, measure, read_records, split_records
+from .validate import LoadedSpec, display_path
+
+SCRIPT_NAME = "train.py"
+CHAT_TEMPLATE_NAME = "chat_template.jinja"
+TEMPLATES = {"sft": ["sft.py.j2", "prepare.py"], "dpo": ["dpo.py.j2", "prepare.py"]}
+SHOWN = 10  # examples listed per problem before "... and N more"
+
+Tick = Callable[[str, int], Callable[[], None]]  # (label, total) -> advance-by-one
+
+
+@dataclass(frozen=True)
+class Build:
+    name: str
+    directory: Path
+    files: dict[str, str]  # file name -> content, every file the build owns
+    lock: dict[str, Any]
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def plan_hash(self) -> str:
+        return plan_hash(self.lock)
+
+
+def build_dir(name: str, root: Path) -> Path:
+    return root / "build" / name
+
+
+def _fail(loaded: LoadedSpec, diags: list[Diagnostic]) -> SpecError:
+    return SpecError(diags)
+
+
+def compile_build(
+    spec_path: Path,
+    root: Path | None = None,
+    progress: Tick | None = None,
+    use_cache: bool = True,
+    packages: dict[str, str | None] | None = None,
+) -> Build:
+    """Compile a spec into an in-memory build. Raises SpecError with every diagnostic when it cannot.
+
+    `packages` replaces the installed versions in the lock; golden tests use it to stay version-independent.
+    """
+    root = (root or Path.cwd()).resolve()
+    loaded, diags, summary = validate(spec_path)
+    if loaded is None or summary is None or errors(diags):
+        raise SpecError(diags)
+    warnings = [d for d in diags if not d.is_error]
+    spec = loaded.spec
+    with FileHasher(use_cache) as hasher:
+        try:
+            source = resolve_model(spec.model.base, spec.model.revision, loaded.base_dir, root, hasher, _is_hub(loaded))
+        except InputError as exc:
+            raise SpecError([*warnings, loaded.diag(exc.key, exc.message, exc.hint)]) from None
+        data_files = {
+            split: {
+                "path": relative_to_root(loaded.resolve(rel), root),
+                "sha256": hasher.sha256(loaded.resolve(rel)),
+                "bytes": loaded.resolve(rel).stat().st_size,
+            }
+            for split, rel in (("train", spec.data.train), ("validation", spec.data.validation))
+            if rel is not None
+        }
+
+    tokenizer = load_tokenizer(source)
+    tok = tokenizer_info(tokenizer)
+    if spec.model.chat_template != "auto":
+        template_path = loaded.resolve(spec.model.chat_template)
+        chat_template = template_path.read_text(encoding="utf-8")
+        template_source = relative_to_root(template_path, root)
+    else:
+        chat_template = tok.chat_template
+        template_source = "model"
+    fmt = summary.format or "chat"
+    if chat_template is None and fmt in ("chat", "preference"):
+        raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
+
+    splits, problems = _measure_splits(loaded, fmt, tokenizer, chat_template, progress)
+    if problems:
+        raise SpecError([*warnings, *problems])
+    info = inspect_model(source)
+    method = spec.method
+    if getattr(method, "target_modules", None) and (method.kind != "dpo" or method.adapter == "lora"):
+        _, unmatched = lora_trainable(info, method.target_modules, method.r)
+        if unmatched:
+            names = sorted({n.rsplit(".", 1)[-1] for n in info.linear_shapes})
+            raise SpecError([*warnings, loaded.diag("method.target_modules", f"no linear layer of {info.architecture} is named {', '.join(map(repr, unmatched))}", "this model has: " + ", ".join(names))])
+
+    family = "dpo" if method.kind == "dpo" else "sft"
+    measured = Measured(
+        spec_path=relative_to_root(spec_path, root),
+        spec_sha256=sha256_text(loaded.text),
+        data_files=data_files,
+        data_format=fmt,
+        format_detected=spec.data.format == "auto",
+        validation_source="file" if spec.data.validation else ("split" if spec.data.validation_split else "none"),
+        splits=splits,
+        model=source,
+        model_info=info,
+        tokenizer=tok,
+        chat_template_source=template_source,
+        chat_template_sha256=sha256_text(chat_template or ""),
+        template_hashes=template_hashes(TEMPLATES[family]),
+        packages=packages if packages is not None else installed_versions(),
+    )
+    plan = resolve(spec, measured)
+    directory = build_dir(spec.project.name, root)
+    context = {
+        "plan": plan,
+        "plan_hash": plan_hash(plan),
+        "paths": _script_paths(plan, directory, root),
+        "template": TEMPLATES[family][0],
+    }
+    script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
+    files = {SCRIPT_NAME: script, CHAT_TEMPLATE_NAME: chat_template or ""}
+    plan["artifacts"] = {name: sha256_text(text) for name, text in sorted(files.items())}
+    files[LOCK_NAME] = canonical(plan)
+    return Build(spec.project.name, directory, files, plan, warnings)
+
+
+def _is_hub(loaded: LoadedSpec) -> bool:
+    from .checks import is_hub_id
+
+    return is_hub_id(loaded.spec.model.base, loaded)
+
+
+def _script_paths(plan: dict[str, Any], directory: Path, root: Path) -> dict[str, str]:
+    """Paths as the script sees them: relative to its own folder, so the build works from any cwd."""
+
+    def rel(root_relative: str) -> str:
+        return Path(os.path.relpath(root / root_relative, directory)).as_posix()
+
+    paths = {f"data_{split}": rel(entry["path"]) for split, entry in plan["inputs"]["data"].items()}
+    model = plan["inputs"]["model"]
+    paths["model"] = model["reference"] if model["kind"] == "hub" or model["reference"].startswith("pkg:") else rel(model["reference"])
+    paths["chat_template"] = CHAT_TEMPLATE_NAME
+    paths["runs"] = rel(f"runs/{plan['project']['name']}")
+    return paths
+
+
+def _measure_splits(loaded: LoadedSpec, fmt: str, tokenizer, chat_template, progress: Tick | None) -> tuple[dict[str, SplitStats], list[Diagnostic]]:
+    spec = loaded.spec
+    d = spec.data
+    train_path = loaded.resolve(d.train)
+    records, _ = read_records(train_path, display_path(train_path))
+    named: dict[str, tuple[str, list]] = {"train": ("train", records)}
+    if d.validation_split is not None:
+        train, held = split_records(records, d.validation_split, spec.project.seed)
+        named = {"train": ("train", train), "validation": ("train", held)}
+    elif d.validation is not None:
+        val_path = loaded.resolve(d.validation)
+        named["validation"] = ("validation", read_records(val_path, display_path(val_path))[0])
+    stats: dict[str, SplitStats] = {}
+    problems: list[Diagnostic] = []
+    for split, (key, recs) in named.items():
+        file_display = display_path(loaded.resolve(getattr(d, key)))
+        tick = progress(f"tokenizing {split}", len(recs)) if progress else None
+        s = measure(split, recs, tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
+        stats[split] = s
+        problems += _split_problems(loaded, key, file_display, s)
+    return stats, problems
+
+
+def _listing(display: str, items: list[tuple[int, Any]], fmt: Callable[[Any], str]) -> str:
+    shown = "; ".join(f"{display}:{line} ({fmt(v)})" for line, v in items[:SHOWN])
+    more = f"; ... and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return shown + more
+
+
+def _split_problems(loaded: LoadedSpec, key: str, display: str, s: SplitStats) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    max_length = loaded.spec.data.max_length
+    if s.overlong:
+        out.append(loaded.diag(
+            "data.max_length",
+            f"{len(s.overlong)} {s.name} example(s) are longer than max_length = {max_length}: {_listing(display, s.overlong, lambda n: f'{n} tokens')}",
+            f"raise max_length (longest is {max(n for _, n in s.overlong)}), or set data.overlong = \"drop\" or \"truncate\"",
+        ))
+    if s.failed:
+        out.append(loaded.diag(f"data.{key}", f"{len(s.failed)} example(s) cannot be tokenized: {_listing(display, s.failed, str)}", "fix or remove these records"))
+    if s.no_loss:
+        out.append(loaded.diag(
+            f"data.{key}",
+            f"{len(s.no_loss)} example(s) have no token that carries loss: {_listing(display, [(line, '') for line in s.no_loss], lambda _: 'no assistant tokens')}",
+            "each example needs an assistant turn (or a completion) inside max_length",
+        ))
+    if s.dropped or s.truncated:
+        what = "dropped" if s.dropped else "truncated"
+        items = s.dropped or s.truncated
+        out.append(loaded.diag(
+            "data.overlong",
+            f"{len(items)} {s.name} example(s) longer than {max_length} tokens will be {what}: {_listing(display, items, lambda n: f'{n} tokens')}",
+            "the lock lists every line; raise max_length to keep them whole",
+            severity="warning",
+        ))
+    if s.examples == 0 and not out:
+        out.append(loaded.diag(f"data.{key}", f"no {s.name} example is left to train on", "add examples"))
+    return out
+
+
+def write_build(build: Build) -> list[Path]:
+    """Write every file of the build atomically, and remove files an earlier build of this name owned."""
+    build.directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    old_lock = build.directory / LOCK_NAME
+    previous: set[str] = set()
+    if old_lock.is_file():
+        try:
+            previous = set(read_lock(old_lock).get("artifacts", {}))
+        except (ValueError, OSError):
+            previous = set()
+    for name, text in sorted(build.files.items()):
+        path = build.directory / name
+        write_atomic(path, text)
+        written.append(path)
+    for name in sorted(previous - set(build.files)):
+        (build.directory / name).unlink(missing_ok=True)
+    return written
+
+
+# -- staleness --------------------------------------------------------------------------------------
+
+INPUT_KINDS = (
+    ("inputs.spec", "spec"),
+    ("inputs.data", "data"),
+    ("inputs.model", "model"),
+    ("inputs.chat_template", "chat template"),
+    ("inputs.templates", "template"),
+    ("packages", "package"),
+    ("ftc_version", "ftc version"),
+)
+
+
+def stale_inputs(fresh: Build) -> list[str]:
+    """Why the build on disk differs from a fresh compile; empty when it is current."""
+    lock_path = fresh.directory / LOCK_NAME
+    if not lock_path.is_file():
+        return [f"no build on disk: {display_path(lock_path)} is missing"]
+    try:
+        old = read_lock(lock_path)
+    except (ValueError, OSError) as exc:
+        return [f"{display_path(lock_path)} is unreadable: {exc}"]
+    reasons = []
+    for dotted, label in INPUT_KINDS:
+        before, after = _get(old, dotted), _get(fresh.lock, dotted)
+        if before != after:
+            reasons.append(f"{label} changed: {', '.join(_changed_keys(dotted, before, after)) or dotted}")
+    for name, text in sorted(fresh.files.items()):
+        path = fresh.directory / name
+        on_disk = path.read_text(encoding="utf-8") if path.is_file() else None
+        if on_disk != text and name != LOCK_NAME:
+            if on_disk is not None and sha256_text(on_disk) != old.get("artifacts", {}).get(name):
+                reasons.append(f"{display_path(path)} was edited by hand")
+            elif on_disk is None:
+                reasons.append(f"{display_path(path)} is missing")
+    if not reasons and (lock_path.read_text(encoding="utf-8") != fresh.files[LOCK_NAME]):
+        reasons.append("the resolved plan changed (ftc resolves these inputs differently now)")
+    return reasons
+
+
+def _get(obj: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None  # type: ignore[assignment]
+    return obj
+
+
+def _changed_keys(prefix: str, before: Any, after: Any) -> list[str]:
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return [prefix]
+    out = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            value = after.get(key) if isinstance(after.get(key), dict) else None
+            path = value.get("path") if value else None
+            out.append(path or key)
+    return out

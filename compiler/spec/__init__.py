@@ -1,0 +1,45 @@
+"""The spec: one frozen pydantic model per TOML table, assembled into `Spec`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import SpecModel
+from .data import Data
+from .evaluation import Evaluation
+from .hardware import Hardware
+from .method import METHOD_KINDS, Dpo, Full, Lora, Method, Qlora
+from .model import Model
+from .project import Project
+from .serve import Serve
+from .training import Training
+
+
+class Spec(SpecModel):
+    project: Project = Field(description="Names and seeds the build.")
+    model: Model = Field(description="The base model.")
+    data: Data = Field(description="The examples.")
+    method: Method = Field(description="How the weights are trained; `kind` picks the method.")
+    training: Training = Field(default_factory=Training, description="The optimisation loop.")
+    hardware: Hardware = Field(default_factory=Hardware, description="Where it runs.")
+    evaluation: Evaluation = Field(default_factory=Evaluation, description="Base versus tuned comparison.")
+    serve: Serve = Field(default_factory=Serve, description="The OpenAI-compatible endpoint.")
+
+
+__all__ = [
+    "METHOD_KINDS",
+    "Data",
+    "Dpo",
+    "Evaluation",
+    "Full",
+    "Hardware",
+    "Lora",
+    "Method",
+    "Model",
+    "Project",
+    "Qlora",
+    "Serve",
+    "Spec",
+    "SpecModel",
+    "Training",
+]

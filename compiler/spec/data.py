@@ -1,0 +1,68 @@
+"""[data]: where the examples are, their format, and how long sequences and losses are handled."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import SpecModel
+
+
+class Data(SpecModel):
+    train: str = Field(
+        min_length=1,
+        description="Training examples: a .jsonl or .json file, relative to the spec.",
+    )
+    validation: str | None = Field(
+        default=None,
+        description="Held-out examples in the same format. Leave unset to use `validation_split`.",
+    )
+    validation_split: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=0.5,
+        description=(
+            "Share of the training file held out for validation when `validation` is unset. "
+            "The split is deterministic from `project.seed` and recorded in the lock."
+        ),
+    )
+    format: Literal["auto", "chat", "completion", "preference"] = Field(
+        default="auto",
+        description=(
+            "chat: {\"messages\": [...]}; completion: {\"prompt\", \"completion\"}; preference: "
+            "{\"prompt\", \"chosen\", \"rejected\"}. 'auto' detects it from the first record and "
+            "the lock records what was found."
+        ),
+    )
+    max_length: int = Field(
+        default=2048,
+        ge=16,
+        le=1_048_576,
+        description="Longest tokenized example (prompt + answer, chat template included).",
+    )
+    overlong: Literal["error", "drop", "truncate"] = Field(
+        default="error",
+        description=(
+            "What to do with an example longer than `max_length`: refuse to build, drop it, or "
+            "truncate it. Dropped and truncated examples are counted and listed."
+        ),
+    )
+    train_on: Literal["completions", "all"] = Field(
+        default="completions",
+        description=(
+            "'completions': only assistant turns (or the completion) carry loss, each with its "
+            "end-of-turn token; 'all': every token does."
+        ),
+    )
+    packing: bool | None = Field(
+        default=None,
+        description=(
+            "Pack several examples into one sequence of up to `max_length` tokens (no padding). "
+            "Unset means on for supervised methods and off for DPO."
+        ),
+    )
+    system_prompt: str | None = Field(
+        default=None,
+        description="System turn to prepend when completion data is converted to chat. Unset adds none.",
+    )

@@ -1,0 +1,1 @@
+"""Jinja2 sources of the files `ftc compile` generates. Package data, not code."""

@@ -1,0 +1,99 @@
+# ---- ftc data preparation (shared verbatim by the compiler and every generated script; stdlib only) ----
+# mask[i] == 1 means token i carries loss. Without generation markers in the chat template, an
+# assistant span is found by rendering the conversation up to the turn (with the generation prompt) and
+# up to the end of the turn: the span between the two renders is the answer plus its end-of-turn token.
+import random
+
+
+def _render(tokenizer, chat_template, messages, add_generation_prompt):
+    return tokenizer.apply_chat_template(
+        messages, chat_template=chat_template, add_generation_prompt=add_generation_prompt, tokenize=False
+    )
+
+
+def _check_prefix(full, prefix, what):
+    if not full.startswith(prefix):
+        raise ValueError(
+            f"the chat template is not prefix-stable: {what} does not render as a prefix of the whole "
+            f"conversation, so the assistant tokens cannot be located (prefix ends {prefix[-60:]!r})"
+        )
+
+
+def _encode(tokenizer, text, spans):
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    mask = [1 if any(a <= start < b for a, b in spans) else 0 for start, _ in enc["offset_mapping"]]
+    return list(enc["input_ids"]), mask
+
+
+def tokenize_messages(tokenizer, chat_template, messages, train_on_all=False):
+    """A chat example -> (input_ids, mask). The mask covers every assistant turn, or everything."""
+    full = _render(tokenizer, chat_template, messages, False)
+    if train_on_all:
+        return _encode(tokenizer, full, [(0, len(full))])
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = _render(tokenizer, chat_template, messages[:i], True)
+        end = _render(tokenizer, chat_template, messages[: i + 1], False)
+        _check_prefix(full, start, f"the conversation before turn {i + 1} with the generation prompt")
+        _check_prefix(full, end, f"the conversation up to turn {i + 1}")
+        spans.append((len(start), len(end)))
+    return _encode(tokenizer, full, spans)
+
+
+def tokenize_prompt_completion(tokenizer, chat_template, prompt, completion, train_on_all=False):
+    """A prompt/completion example -> (input_ids, mask). Plain strings get the EOS token appended."""
+    if isinstance(prompt, str):
+        if not completion.endswith(tokenizer.eos_token):
+            completion += tokenizer.eos_token
+        start, full = prompt, prompt + completion
+    else:
+        start = _render(tokenizer, chat_template, prompt, True)
+        full = _render(tokenizer, chat_template, prompt + completion, False)
+        _check_prefix(full, start, "the prompt with the generation prompt")
+    return _encode(tokenizer, full, [(0 if train_on_all else len(start), len(full))])
+
+
+def tokenize_text(tokenizer, text):
+    """Plain text -> (input_ids, mask): every token trains, and the EOS token ends it."""
+    if not text.endswith(tokenizer.eos_token):
+        text += tokenizer.eos_token
+    return _encode(tokenizer, text, [(0, len(text))])
+
+
+def tokenize_record(tokenizer, chat_template, data_format, record, train_on_all):
+    if data_format == "chat":
+        return tokenize_messages(tokenizer, chat_template, record["messages"], train_on_all)
+    if data_format == "completion":
+        return tokenize_prompt_completion(tokenizer, chat_template, record["prompt"], record["completion"], train_on_all)
+    if data_format == "text":
+        return tokenize_text(tokenizer, record["text"])
+    raise ValueError(f"cannot tokenize {data_format} data for supervised training")
+
+
+def preference_lengths(tokenizer, chat_template, record):
+    """Tokens of prompt + chosen and of prompt + rejected, as DPO sees them."""
+    lengths = []
+    for answer in (record["chosen"], record["rejected"]):
+        ids, _ = tokenize_prompt_completion(tokenizer, chat_template, record["prompt"], answer)
+        lengths.append(len(ids))
+    return lengths
+
+
+def held_out_indices(n_records, share, seed):
+    """The records a validation_split holds out: a seeded sample, the same on every machine."""
+    k = int(n_records * share)
+    return sorted(random.Random(seed).sample(range(n_records), k))
+
+
+def fit_length(ids, mask, max_length, policy):
+    """Apply the overlong policy: returns (ids, mask), or None when the example is dropped."""
+    if len(ids) <= max_length:
+        return ids, mask
+    if policy == "truncate":
+        return ids[:max_length], mask[:max_length]
+    if policy == "drop":
+        return None
+    raise ValueError(f"example has {len(ids)} tokens, more than max_length = {max_length}")
+# ---- end of ftc data preparation ----
