@@ -183,9 +183,8 @@ def _tell(c: Change, by_path: dict[KeyPath, Change], a: dict[str, Any], b: dict[
     if p == ("method", "r"):
         return "method", *_lora_rank(c, by_path)
     if p[:2] == ("data", "splits") and len(p) >= 3:
-        key = ".".join(p[4:]) if len(p) > 4 else ""
-        label = f"{p[2]} {SPLIT_LABELS.get(p[3], p[3]) if len(p) > 3 else 'split'}{'.' + key if key else ''}"
-        return "data", f"{label}: {_pair(c)}", set()
+        key = ".".join(p[3:])
+        return "data", f"{p[2]} {SPLIT_LABELS.get(key, key or 'split')}: {_pair(c)}", set()
     return _section(p), f"{_label(p)}: {_pair(c)}", set()
 
 

@@ -7,6 +7,7 @@ that it reads back as the same value. Every rendered script is compile()d before
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,11 @@ def py_literal(value: Any) -> str:
     if ast.literal_eval(text) != value:
         raise ValueError(f"value does not round-trip as a literal: {value!r}")
     return text
+
+
+def text_literal(value: Any) -> str:
+    """Text for a comment or a docstring: one line, quotes and backslashes escaped, so it cannot end either."""
+    return json.dumps(str(value), ensure_ascii=True)[1:-1]
 
 
 def _check_plain(value: Any) -> None:
@@ -54,6 +60,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["py"] = py_literal
+    env.filters["text"] = text_literal
     return env
 
 

@@ -38,7 +38,6 @@ def test_quickstart_summary_shows_what_a_reviewer_needs():
         f"{count(train['loss_tokens'])} tokens carry loss ({share(train['loss_tokens'], train['tokens'])})",
         f"longest {count(train['longest'])} tokens of max_length {d['max_length']}",
         "dropped 0, truncated 0",
-        f"{t['epochs']:g} epoch{'s' if t['epochs'] != 1 else ''} x {t['steps_per_epoch']} steps per epoch = {t['max_steps']} steps",
         f"warmup            {t['warmup_steps']} step",
         f"eval every {t['eval_steps']}, save every {t['save_steps']} (keep {t['save_total_limit']}), log every {t['logging_steps']} steps",
         f"{t['batch_size']} = {t['micro_batch_size']} micro x {t['gradient_accumulation_steps']} accumulation x {hw['devices']} device",
@@ -54,6 +53,8 @@ def test_quickstart_summary_shows_what_a_reviewer_needs():
         f"http://{lock['serve']['host']}:{lock['serve']['port']}/v1",
         f"served name       {lock['serve']['served_model_name']}",
     ]
+    if t["epochs"] is None:
+        expected.append(f"max_steps {t['max_steps']} ({t['steps_per_epoch']} steps per epoch)")
     if d["packing"]:
         expected.append(f"packed into {count(train['packed_sequences'])} sequences")
     else:
@@ -77,6 +78,8 @@ def _reverse_keys(obj):
 
 def test_summary_of_variants():
     lock = quickstart_lock()
+    lock["training"].update(epochs=2, steps_per_epoch=18, max_steps=36)
+    assert "steps             2 epochs x 18 steps per epoch = 36 steps" in describe_plan(lock)
     lock["training"].update(epochs=None, max_steps=50)
     lock["data"]["splits"]["train"].update(records=610, dropped_lines=list(range(1, 13)), truncated_lines=[7])
     lock["data"]["validation"] = {"source": "split", "split": 0.1, "seed": 42}
