@@ -81,3 +81,23 @@ def _all_keys(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _all_keys(v)
+
+
+ALLOWED_IMPORTS = {"torch", "transformers", "peft", "trl", "datasets", "bitsandbytes"}
+
+
+@pytest.mark.parametrize("folder", sorted(p for p in GOLDEN.iterdir() if p.is_dir()), ids=lambda p: p.name)
+def test_golden_scripts_import_only_the_libraries_and_the_standard_library(folder: Path):
+    import ast
+    import sys
+
+    tree = ast.parse((folder / "train.py").read_text(encoding="utf-8"))
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    assert roots - ALLOWED_IMPORTS <= set(sys.stdlib_module_names), roots - ALLOWED_IMPORTS
+    text = (folder / "train.py").read_text(encoding="utf-8")
+    assert "max_length\"" not in text and "padding=" not in text, "the script must never pad to max_length"
