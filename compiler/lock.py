@@ -25,6 +25,13 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+PATH_KEYS = {"path", "reference", "source"}  # keys whose values are paths: the lock holds relative ones only
+
+
+def _is_absolute(value: str) -> bool:
+    return value.startswith("/") or (len(value) > 2 and value[1:3] in (":\\", ":/"))
+
+
 def _reject_unstable(obj: Any, where: str) -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
@@ -36,7 +43,7 @@ def _reject_unstable(obj: Any, where: str) -> None:
             _reject_unstable(v, f"{where}[{i}]")
     elif isinstance(obj, float) and not math.isfinite(obj):
         raise ValueError(f"lock value at {where} is not finite")
-    elif isinstance(obj, str) and (obj.startswith("/") or (len(obj) > 2 and obj[1:3] == ":\\")):
+    elif isinstance(obj, str) and where.rsplit(".", 1)[-1] in PATH_KEYS and _is_absolute(obj):
         raise ValueError(f"lock value at {where} is an absolute path: {obj!r}")
     elif not isinstance(obj, (dict, list, str, int, float, bool, type(None))):
         raise TypeError(f"lock value at {where} has type {type(obj).__name__}")

@@ -55,9 +55,9 @@ def _inject(plan, text):
     """Put `text` into every free-text value a spec controls and the script shows."""
     plan = copy.deepcopy(plan)
     plan["project"]["name"] = text
-    plan["inputs"]["spec"]["path"] = text
+    plan["inputs"]["spec"]["path"] = "specs/" + text
     plan["inputs"]["model"]["reference"] = "pkg:" + text
-    plan["inputs"]["data"]["train"]["path"] = text
+    plan["inputs"]["data"]["train"]["path"] = "data/" + text
     plan["training"]["report_to"] = [text]
     plan["training"]["wandb_project"] = text
     plan["model"]["token_env"] = text
