@@ -18,14 +18,27 @@ from .hashing import FileHasher, sha256_text
 from .inputs import InputError, relative_to_root, resolve_model
 from .lock import LOCK_NAME, canonical, plan_hash, read_lock, write_atomic
 from .modelinfo import inspect_model, load_tokenizer, lora_trainable, tokenizer_info
-from .plan import Measured, installed_versions, resolve
-from .render import render_script, template_hashes
+from .plan import Measured, installed_versions, resolve, resolve_strategy
+from .render import render_script, render_text, template_hashes
 from .tokens import SplitStats, measure, read_records, split_records
 from .validate import LoadedSpec, display_path
 
 SCRIPT_NAME = "train.py"
 CHAT_TEMPLATE_NAME = "chat_template.jinja"
 TEMPLATES = {"sft": ["sft.py.j2", "prepare.py"], "dpo": ["dpo.py.j2", "prepare.py"]}
+EXECUTABLE = (".sh", ".sbatch")
+
+
+def launch_templates(hardware: dict[str, Any]) -> dict[str, str]:
+    """The launch files a plan needs (output name -> template): none on one device."""
+    if hardware["devices"] == 1:
+        return {}
+    files = {"launch.sh": "launch.sh.j2", "accelerate.yaml": "accelerate.yaml.j2"}
+    if hardware["strategy"].startswith("deepspeed"):
+        files["deepspeed.json"] = "deepspeed.json.j2"
+    if hardware["nodes"] > 1:
+        files["slurm.sbatch"] = "slurm.sbatch.j2"
+    return files
 SHOWN = 10  # examples listed per problem before "... and N more"
 
 Tick = Callable[[str, int], Callable[[], None]]  # (label, total) -> advance-by-one
@@ -122,7 +135,7 @@ def compile_build(
         tokenizer=tok,
         chat_template_source=template_source,
         chat_template_sha256=sha256_text(chat_template or ""),
-        template_hashes=template_hashes(TEMPLATES[family]),
+        template_hashes=template_hashes(TEMPLATES[family] + sorted(launch_templates(_hardware(spec)).values())),
         packages=packages if packages is not None else installed_versions(),
     )
     plan = resolve(spec, measured)
@@ -135,9 +148,16 @@ def compile_build(
     }
     script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
     files = {SCRIPT_NAME: script, CHAT_TEMPLATE_NAME: chat_template or ""}
+    for name, template in launch_templates(plan["hardware"]).items():
+        files[name] = render_text(template, context)
     plan["artifacts"] = {name: sha256_text(text) for name, text in sorted(files.items())}
     files[LOCK_NAME] = canonical(plan)
     return Build(spec.project.name, directory, files, plan, warnings)
+
+
+def _hardware(spec) -> dict[str, Any]:
+    devices, strategy = resolve_strategy(spec.hardware)
+    return {"devices": devices, "nodes": spec.hardware.nodes, "strategy": strategy}
 
 
 def _is_hub(loaded: LoadedSpec) -> bool:
@@ -233,7 +253,7 @@ def write_build(build: Build) -> list[Path]:
             previous = set()
     for name, text in sorted(build.files.items()):
         path = build.directory / name
-        write_atomic(path, text)
+        write_atomic(path, text, mode=0o755 if name.endswith(EXECUTABLE) else None)
         written.append(path)
     for name in sorted(previous - set(build.files)):
         (build.directory / name).unlink(missing_ok=True)

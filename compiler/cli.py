@@ -245,7 +245,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     run_dir = Path(args.resume) if args.resume else new_run_dir(build)
     out.print(f"running {_display(build.directory)} (plan sha256:{build.plan_hash[:12]}) into {_display(run_dir)}", markup=False)
-    return execute(build, run_dir, resume=bool(args.resume))
+    try:
+        return execute(build, run_dir, resume=bool(args.resume))
+    except RunRefused as exc:
+        err.print(f"ftc run: refused: {exc}", markup=False)
+        return EXIT_PROBLEMS
 
 
 def build_parser() -> argparse.ArgumentParser:

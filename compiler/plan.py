@@ -17,7 +17,7 @@ from .inputs import ModelSource
 from .lock import FORMAT_VERSION, GENERATED
 from .modelinfo import ModelInfo, TokenizerInfo, lora_trainable
 from .packing import predict_packed_count
-from .spec import Dpo, Qlora, Spec
+from .spec import Dpo, Hardware, Qlora, Spec
 from .tokens import SplitStats
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "lm_eval", "vllm", "gguf")
@@ -63,6 +63,12 @@ class Measured:
     packages: dict[str, str | None]
 
 
+def resolve_strategy(hw: Hardware) -> tuple[int, str]:
+    """Devices in all, and the distributed strategy: 'auto' is none on one device and ddp on several."""
+    devices = hw.gpus * hw.nodes
+    return devices, hw.strategy if hw.strategy != "auto" else ("ddp" if devices > 1 else "none")
+
+
 def _devices_table(accelerator: str, cpu: Any, cuda: Any) -> dict[str, Any]:
     table = {"cpu": cpu, "cuda": cuda}
     return table if accelerator == "auto" else {accelerator: table[accelerator]}
@@ -94,8 +100,7 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
     adapter = "lora" if kind in ("lora", "qlora") or (is_dpo and method.adapter == "lora") else "none"
     packing = bool(d.packing) if d.packing is not None else not is_dpo
 
-    devices = hw.gpus * hw.nodes
-    strategy = hw.strategy if hw.strategy != "auto" else ("ddp" if devices > 1 else "none")
+    devices, strategy = resolve_strategy(hw)
     accumulation = t.batch_size // (t.micro_batch_size * devices)
 
     train = m.splits["train"]
@@ -246,6 +251,11 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
             "max_model_len": spec.serve.max_model_len or d.max_length,
             "dtype": _devices_table(hw.accelerator, spec.serve.dtype if spec.serve.dtype != "auto" else "float32", spec.serve.dtype if spec.serve.dtype != "auto" else "bfloat16"),
         },
+    }
+    plan["launch"] = {
+        "processes": devices,
+        "launcher": "accelerate" if devices > 1 else "python",
+        "command": f"build/{spec.project.name}/launch.sh" if devices > 1 else f"python build/{spec.project.name}/train.py",
     }
     plan["estimates"] = estimate_memory(plan, info)
     return plan

@@ -59,10 +59,23 @@ def new_run_dir(build: Build) -> Path:
     return run_dir
 
 
+def command_for(build: Build, run_dir: Path) -> list[str]:
+    """One process runs the script; several go through the build's launch.sh (accelerate launch)."""
+    hardware = build.lock["hardware"]
+    if hardware["nodes"] > 1:
+        raise RunRefused(
+            f"the plan spans {hardware['nodes']} nodes: start build/{build.name}/launch.sh on each node "
+            f"(it says how), or submit build/{build.name}/slurm.sbatch"
+        )
+    if hardware["devices"] > 1:
+        return ["bash", str(build.directory / "launch.sh"), "--output-dir", str(run_dir)]
+    return [sys.executable, str(build.directory / SCRIPT_NAME), "--output-dir", str(run_dir)]
+
+
 def execute(build: Build, run_dir: Path, resume: bool = False) -> int:
-    """Run the build's script as a child process; Ctrl-C is passed on so the trainer can stop cleanly."""
+    """Run the build as a child process; Ctrl-C is passed on so the trainer can stop cleanly."""
+    command = command_for(build, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(build.directory / SCRIPT_NAME), "--output-dir", str(run_dir)]
     if resume:
         command.append("--resume")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
