@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import DataSummary, validate
+from .checks import validate
 from .diagnostics import Diagnostic, SpecError, errors
 from .hashing import FileHasher, sha256_text
 from .inputs import InputError, relative_to_root, resolve_model
@@ -59,10 +59,6 @@ class Build:
 
 def build_dir(name: str, root: Path) -> Path:
     return root / "build" / name
-
-
-def _fail(loaded: LoadedSpec, diags: list[Diagnostic]) -> SpecError:
-    return SpecError(diags)
 
 
 def compile_build(

@@ -12,7 +12,7 @@ from .diagnostics import Diagnostic
 from .gates import GRAMMAR, parse_gate
 from .inputs import InputError, hub_cache_has, package_file
 from .spec import Dpo, Lora, Qlora
-from .validate import LoadedSpec
+from .validate import LoadedSpec, display_path, parse
 
 LR_RANGES = {"full": (1e-6, 5e-5), "lora": (1e-4, 3e-4), "qlora": (2e-4, 5e-4)}
 FEW_EXAMPLES, SOME_EXAMPLES = 50, 500
@@ -153,6 +153,13 @@ def _check_training(loaded: LoadedSpec) -> Iterator[Diagnostic]:
         yield loaded.diag("training.wandb_project", "wandb_project is set but wandb is not in report_to", 'add "wandb" to report_to, or remove wandb_project')
     if len(set(t.report_to)) != len(t.report_to):
         yield loaded.diag("training.report_to", "a tracker is listed twice", "list each tracker once")
+    if t.optim.startswith("paged_") and spec.hardware.accelerator == "cpu":
+        yield loaded.diag(
+            "training.optim",
+            f"{t.optim} pages optimizer state only on CUDA; on the CPU bitsandbytes runs it unpaged",
+            'use "adamw_torch" on the CPU, or "auto" (paged on CUDA, AdamW on the CPU)',
+            severity="warning",
+        )
     kind = spec.method.kind
     lr = t.learning_rate
     if lr is not None and kind in LR_RANGES:
@@ -236,7 +243,7 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
         if path.suffix not in SUFFIXES:
             diags.append(loaded.diag(f"data.{key}", f"unsupported data file type {path.suffix!r}", "use .jsonl (one JSON object per line) or .json (an array)"))
             continue
-        result = survey(path, None, _display(loaded, path))
+        result = survey(path, display_path(path))
         declared = expected or (found["train"][0] if "train" in found else None)
         if declared is not None and result.format is not None and result.format != declared:
             what = f"format = {declared!r}" if expected else f"{d.train} holds {declared} data"
@@ -272,16 +279,8 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
     return diags, DataSummary(fmt, n_train, n_val)
 
 
-def _display(loaded: LoadedSpec, path: Path) -> str:
-    from .validate import display_path
-
-    return display_path(path)
-
-
 def validate(path: Path) -> tuple[LoadedSpec | None, list[Diagnostic], DataSummary | None]:
     """Pass one, whole: parse, schema-validate, then run every check. Nothing is loaded but the data's JSON."""
-    from .validate import parse
-
     loaded, diags = parse(path)
     if loaded is None:
         return None, diags, None

@@ -111,9 +111,9 @@ class Survey:
     problems: tuple[DataProblem, ...]
 
 
-def survey(path: Path, expected: Format | None, display: str) -> Survey:
-    """Count the records of a data file and check each one against the (expected or detected) format."""
-    fmt = expected
+def survey(path: Path, display: str) -> Survey:
+    """Count the records of a data file and check each one against the format of its first record."""
+    fmt: Format | None = None
     count = 0
     problems: list[DataProblem] = []
     for item in iter_records(path, display):

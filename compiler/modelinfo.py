@@ -9,7 +9,6 @@ import io
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from .inputs import ModelSource
 

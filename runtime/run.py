@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ftc.compiler.build import SCRIPT_NAME, Build, compile_build, stale_inputs
+from ftc.compiler.build import SCRIPT_NAME, Build, stale_inputs
 from ftc.compiler.lock import LOCK_NAME, read_lock
 
 

@@ -81,7 +81,7 @@ accelerator = "cpu"
 @pytest.mark.parametrize("case", sorted(METHODS))
 def test_generated_script_trains(case, tmp_path, tiny_model, monkeypatch):
     method, fmt, packing = METHODS[case]
-    spec = _project(tmp_path, tiny_model, f"tiny-{case}", method, fmt, packing)
+    _project(tmp_path, tiny_model, f"tiny-{case}", method, fmt, packing)
     monkeypatch.chdir(tmp_path)
     build = compile_build(Path("spec.toml"), root=tmp_path)
     write_build(build)
