@@ -83,6 +83,12 @@ def compile_build(
             source = resolve_model(spec.model.base, spec.model.revision, loaded.base_dir, root, hasher, _is_hub(loaded))
         except InputError as exc:
             raise SpecError([*warnings, loaded.diag(exc.key, exc.message, exc.hint)]) from None
+        reference = None
+        if spec.method.kind == "dpo" and spec.method.reference != "base":
+            try:
+                reference = resolve_model(spec.method.reference, None, loaded.base_dir, root, hasher, False)
+            except InputError as exc:
+                raise SpecError([*warnings, loaded.diag("method.reference", exc.message, exc.hint)]) from None
         data_files = {
             split: {
                 "path": relative_to_root(loaded.resolve(rel), root),
@@ -127,6 +133,7 @@ def compile_build(
         validation_source="file" if spec.data.validation else ("split" if spec.data.validation_split else "none"),
         splits=splits,
         model=source,
+        reference_model=reference,
         model_info=info,
         tokenizer=tok,
         chat_template_source=template_source,
@@ -171,6 +178,9 @@ def _script_paths(plan: dict[str, Any], directory: Path, root: Path) -> dict[str
     paths = {f"data_{split}": rel(entry["path"]) for split, entry in plan["inputs"]["data"].items()}
     model = plan["inputs"]["model"]
     paths["model"] = model["reference"] if model["kind"] == "hub" or model["reference"].startswith("pkg:") else rel(model["reference"])
+    reference = plan["inputs"].get("reference_model")
+    if reference:
+        paths["reference"] = reference["reference"] if reference["reference"].startswith("pkg:") else rel(reference["reference"])
     paths["chat_template"] = CHAT_TEMPLATE_NAME
     paths["runs"] = rel(f"runs/{plan['project']['name']}")
     return paths

@@ -90,10 +90,10 @@ def _check_method(loaded: LoadedSpec) -> Iterator[Diagnostic]:
             lora_keys = sorted(set(method.model_fields_set) & set(Lora.model_fields) - {"kind"})
             for key in lora_keys:
                 yield loaded.diag(f"method.{key}", f"{key} has no effect with adapter = \"none\"", 'remove it, or set adapter = "lora"', value=False)
-        if method.reference != "base" and not loaded.resolve(method.reference).exists():
+        if method.reference != "base" and method.adapter == "lora":
+            yield loaded.diag("method.reference", "with a LoRA adapter the reference is the base model with the adapter off", 'remove reference, or set adapter = "none" to train full weights against it')
+        elif method.reference != "base" and not loaded.resolve(method.reference).exists():
             yield loaded.diag("method.reference", f"reference model not found: {method.reference}", "use 'base' or a local model folder relative to the spec")
-        if method.max_prompt_length is not None and method.max_prompt_length >= spec.data.max_length:
-            yield loaded.diag("method.max_prompt_length", "max_prompt_length must be below data.max_length", f"data.max_length is {spec.data.max_length}; leave room for the answer")
         if spec.data.packing:
             yield loaded.diag("data.packing", "packing is not available for DPO", "remove data.packing, or set it to false")
     if isinstance(method, Qlora):

@@ -56,6 +56,7 @@ class Measured:
     splits: dict[str, SplitStats]
     model: ModelSource
     model_info: ModelInfo
+    reference_model: ModelSource | None
     tokenizer: TokenizerInfo
     chat_template_source: str
     chat_template_sha256: str
@@ -159,7 +160,6 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
             beta=method.beta,
             loss_type=method.loss_type,
             reference=method.reference,
-            max_prompt_length=method.max_prompt_length or d.max_length // 2,
         )
     method_entry["trainable_params"] = trainable
     method_entry["total_params"] = info.total_params
@@ -174,6 +174,7 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
             "spec": {"path": m.spec_path, "sha256": m.spec_sha256},
             "data": m.data_files,
             "model": m.model.lock_entry(),
+            **({"reference_model": m.reference_model.lock_entry()} if m.reference_model else {}),
             "chat_template": {"source": m.chat_template_source, "sha256": m.chat_template_sha256},
             "templates": m.template_hashes,
         },

@@ -148,7 +148,7 @@ def _method(lock: dict[str, Any]) -> tuple[str, Rows]:
         double = ", double quantization" if m["bnb_4bit_use_double_quant"] else ""
         rows.append(("4-bit base", f"{m['bnb_4bit_quant_type']}{double}; compute dtype {per_device(m['bnb_4bit_compute_dtype'])}"))
     if m["kind"] == "dpo":
-        rows.append(("DPO", f"beta {m['beta']:g}, loss {m['loss_type']}, reference {m['reference']}, max prompt length {m['max_prompt_length']}"))
+        rows.append(("DPO", f"beta {m['beta']:g}, loss {m['loss_type']}, reference {m['reference']}"))
     rows.append(("trainable", f"{params(m['trainable_params'])} of {params(m['total_params'])} ({share(m['trainable_params'], m['total_params'])})"))
     return "method", rows
 

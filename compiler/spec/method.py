@@ -79,9 +79,6 @@ class Dpo(LoraFields):
             "instead of loading a copy) or the path of another model."
         ),
     )
-    max_prompt_length: int | None = Field(
-        default=None, ge=1, description="Longest prompt in tokens; unset means half of data.max_length."
-    )
 
 
 Method = Annotated[Union[Full, Lora, Qlora, Dpo], Field(discriminator="kind")]

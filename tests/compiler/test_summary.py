@@ -99,9 +99,9 @@ def test_summary_of_variants():
 
 def test_summary_of_dpo_and_qlora():
     lock = quickstart_lock()
-    lock["method"].update(kind="dpo", beta=0.1, loss_type="sigmoid", reference="base", max_prompt_length=128)
+    lock["method"].update(kind="dpo", beta=0.1, loss_type="sigmoid", reference="base")
     assert "DPO on preference pairs, with a LoRA adapter" in describe_plan(lock)
-    assert "beta 0.1, loss sigmoid, reference base, max prompt length 128" in describe_plan(lock)
+    assert "beta 0.1, loss sigmoid, reference base" in describe_plan(lock)
     lock = quickstart_lock()
     lock["method"].update(kind="qlora", bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype={"cpu": "float32", "cuda": "bfloat16"})
     assert "nf4, double quantization; compute dtype cpu float32, cuda bfloat16" in describe_plan(lock)

@@ -27,6 +27,7 @@ METHODS = {
     "qlora": ('kind = "qlora"\nr = 4\nlora_alpha = 8\ntarget_modules = ["q_proj", "v_proj"]', "chat", True),
     "dpo-lora": ('kind = "dpo"\nr = 4\nlora_alpha = 8', "preference", False),
     "dpo-full": ('kind = "dpo"\nadapter = "none"', "preference", False),
+    "dpo-full-reference": ('kind = "dpo"\nadapter = "none"\nreference = "{model}"', "preference", False),
 }
 
 
@@ -60,7 +61,7 @@ max_length = 1024
 {"" if fmt == "preference" else f"packing = {str(packing).lower()}"}
 
 [method]
-{method}
+{method.replace("{model}", model)}
 
 [training]
 max_steps = 2
