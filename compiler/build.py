@@ -146,7 +146,7 @@ def compile_build(
     context = {
         "plan": plan,
         "plan_hash": plan_hash(plan),
-        "paths": _script_paths(plan, directory, root),
+        "paths": script_paths(plan, directory, root),
         "template": TEMPLATES[family][0],
     }
     script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
@@ -169,20 +169,26 @@ def _is_hub(loaded: LoadedSpec) -> bool:
     return is_hub_id(loaded.spec.model.base, loaded)
 
 
-def _script_paths(plan: dict[str, Any], directory: Path, root: Path) -> dict[str, str]:
-    """Paths as the script sees them: relative to its own folder, so the build works from any cwd."""
+def script_paths(plan: dict[str, Any], script_dir: Path, root: Path, data: dict[str, str] | None = None, runs: str | None = None) -> dict[str, str]:
+    """Paths as the script sees them: relative to its own folder, so that it works from any cwd.
+
+    `data` and `runs` replace the data files and the runs folder (eject copies the data next to the script).
+    """
 
     def rel(root_relative: str) -> str:
-        return Path(os.path.relpath(root / root_relative, directory)).as_posix()
+        return Path(os.path.relpath(root / root_relative, script_dir)).as_posix()
 
-    paths = {f"data_{split}": rel(entry["path"]) for split, entry in plan["inputs"]["data"].items()}
-    model = plan["inputs"]["model"]
-    paths["model"] = model["reference"] if model["kind"] == "hub" or model["reference"].startswith("pkg:") else rel(model["reference"])
-    reference = plan["inputs"].get("reference_model")
-    if reference:
-        paths["reference"] = reference["reference"] if reference["reference"].startswith("pkg:") else rel(reference["reference"])
+    def model_path(entry: dict[str, Any]) -> str:
+        keep = entry.get("kind") == "hub" or entry["reference"].startswith("pkg:")
+        return entry["reference"] if keep else rel(entry["reference"])
+
+    data = data or {}
+    paths = {f"data_{split}": data.get(split) or rel(entry["path"]) for split, entry in plan["inputs"]["data"].items()}
+    paths["model"] = model_path(plan["inputs"]["model"])
+    if "reference_model" in plan["inputs"]:
+        paths["reference"] = model_path(plan["inputs"]["reference_model"])
     paths["chat_template"] = CHAT_TEMPLATE_NAME
-    paths["runs"] = rel(f"runs/{plan['project']['name']}")
+    paths["runs"] = runs or rel(f"runs/{plan['project']['name']}")
     return paths
 
 

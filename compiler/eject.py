@@ -8,16 +8,15 @@ models are named as the lock names them. requirements.txt pins the lock's packag
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .build import CHAT_TEMPLATE_NAME, SCRIPT_NAME, TEMPLATES
+from .build import CHAT_TEMPLATE_NAME, EXECUTABLE, SCRIPT_NAME, TEMPLATES, launch_templates, script_paths
 from .hashing import FileHasher, sha256_text
 from .lock import LOCK_NAME, plan_hash, read_lock, write_atomic
-from .render import render_script, template_hashes
+from .render import render_script, render_text, template_hashes
 
 REQUIREMENTS_NAME = "requirements.txt"
 README_NAME = "README.md"
@@ -53,7 +52,7 @@ def eject(build: Path, dest: Path) -> Ejected:
     context = {
         "plan": {k: v for k, v in lock.items() if k != "artifacts"},
         "plan_hash": plan_hash(lock),
-        "paths": _ejected_paths(lock, copies, root, dest),
+        "paths": script_paths(lock, dest.resolve(), root, data={Path(name).stem: name for name in copies}, runs="runs"),
         "template": template,
         "ejected": True,
     }
@@ -63,6 +62,9 @@ def eject(build: Path, dest: Path) -> Ejected:
         REQUIREMENTS_NAME: requirements(lock),
         README_NAME: readme(lock, build, root, copies),
     }
+    for name, launch_template in launch_templates(lock["hardware"]).items():
+        if name != "slurm.sbatch":  # it names build/<name>/; a cluster job for the ejected copy is the user's to write
+            files[name] = render_text(launch_template, context)
     return Ejected(files, copies)
 
 
@@ -74,7 +76,7 @@ def write_ejected(ejected: Ejected, dest: Path, force: bool = False) -> list[Pat
         raise EjectError(f"{dest} is not empty; choose a new folder, or pass --force to write over its files")
     written = []
     for name, text in sorted(ejected.files.items()):
-        write_atomic(dest / name, text)
+        write_atomic(dest / name, text, mode=0o755 if name.endswith(EXECUTABLE) else None)
         written.append(dest / name)
     for name, source in sorted(ejected.copies.items()):
         target = dest / name
@@ -114,19 +116,6 @@ def _chat_template(lock: dict[str, Any], build: Path) -> str:
     if sha256_text(text) != lock["artifacts"].get(CHAT_TEMPLATE_NAME):
         raise EjectError(f"{path} was edited after compiling; run `ftc compile {lock['inputs']['spec']['path']}` again")
     return text
-
-
-def _ejected_paths(lock: dict[str, Any], copies: dict[str, Path], root: Path, dest: Path) -> dict[str, str]:
-    """Paths as the ejected script sees them: relative to its own folder (DEST)."""
-    paths = {f"data_{Path(name).stem}": name for name in copies}
-    model = lock["inputs"]["model"]
-    if model["kind"] == "hub" or model["reference"].startswith("pkg:"):
-        paths["model"] = model["reference"]
-    else:
-        paths["model"] = Path(os.path.relpath(root / model["reference"], dest.resolve())).as_posix()
-    paths["chat_template"] = CHAT_TEMPLATE_NAME
-    paths["runs"] = "runs"
-    return paths
 
 
 def _pin(name: str, version: str) -> str:

@@ -65,3 +65,14 @@ def test_run_uses_the_launcher_and_refuses_many_nodes_locally(tmp_path):
     many = _build(tmp_path, 'gpus = 8\nnodes = 2\nstrategy = "deepspeed_zero3"')
     with pytest.raises(RunRefused, match="slurm.sbatch"):
         command_for(many, tmp_path / "run")
+
+
+def test_eject_carries_the_launch_files(tmp_path):
+    from ftc.compiler.build import write_build
+    from ftc.compiler.eject import eject
+
+    build = _build(tmp_path, 'gpus = 2\nstrategy = "deepspeed_zero2"')
+    write_build(build)
+    ejected = eject(build.directory, tmp_path / "out")
+    assert {"launch.sh", "accelerate.yaml", "deepspeed.json"} <= set(ejected.files)
+    assert "do not edit" not in ejected.files["train.py"].split('"""')[0].lower()

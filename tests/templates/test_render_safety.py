@@ -12,7 +12,7 @@ from conftest import GOLDEN_PACKAGES, REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftc.compiler.build import TEMPLATES, _script_paths, compile_build
+from ftc.compiler.build import TEMPLATES, compile_build, script_paths
 from ftc.compiler.lock import plan_hash
 from ftc.compiler.render import py_literal, render_script
 
@@ -47,7 +47,7 @@ def _shape(script: str) -> str:
 
 
 def _render(plan, template, directory):
-    context = {"plan": plan, "plan_hash": plan_hash(plan), "paths": _script_paths(plan, directory, REPO), "template": template}
+    context = {"plan": plan, "plan_hash": plan_hash(plan), "paths": script_paths(plan, directory, REPO), "template": template}
     return render_script(template, context)
 
 
