@@ -101,8 +101,6 @@ def _check_method(loaded: LoadedSpec) -> Iterator[Diagnostic]:
             yield loaded.diag("hardware.strategy", "QLoRA cannot shard 4-bit weights with DeepSpeed ZeRO-3", 'use strategy = "fsdp" or "ddp", or kind = "lora"')
         if spec.hardware.accelerator == "cpu" and method.bnb_4bit_compute_dtype == "float16":
             yield loaded.diag("method.bnb_4bit_compute_dtype", "bitsandbytes' CPU 4-bit kernels do not compute in float16", 'use "float32" or "bfloat16" (or "auto")')
-        if spec.model.base.endswith(".gguf") and method.bnb_4bit_quant_type == "fp4":
-            pass  # both work: the GGUF weights are dequantized on load, then re-quantized by bitsandbytes
     if isinstance(method, (Lora, Qlora, Dpo)) and method.lora_alpha / method.r > 16 and not method.use_rslora:
         yield loaded.diag(
             "method.lora_alpha",

@@ -76,7 +76,7 @@ def measure(
             if overlong == "error":
                 stats.overlong.append((record.line, n))
                 continue
-            if overlong == "drop" or data_format == "preference" and overlong != "truncate":
+            if overlong == "drop":
                 stats.dropped.append((record.line, n))
                 continue
             stats.truncated.append((record.line, n))

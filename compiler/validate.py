@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import annotated_types as at
 import pydantic
 
 from .diagnostics import Diagnostic, did_you_mean, one_of
 from .source import Path as KeyPath
 from .source import SourceMap, map_source
-from .spec import METHOD_KINDS, Spec
+from .spec import METHOD_KINDS, Dpo, Full, Lora, Qlora, Spec
 
 _SYNTAX_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd)$", re.IGNORECASE)
@@ -93,8 +94,6 @@ def _model_at(path: KeyPath, raw: dict[str, Any]) -> type[pydantic.BaseModel] | 
         annotation = model.model_fields[part].annotation
         if path[: i + 1] == ("method",):
             kind = raw.get("method", {}).get("kind") if isinstance(raw.get("method"), dict) else None
-            from .spec import Dpo, Full, Lora, Qlora
-
             model = {"full": Full, "lora": Lora, "qlora": Qlora, "dpo": Dpo}.get(kind)  # type: ignore[assignment]
             if model is None:
                 return None
@@ -109,8 +108,6 @@ def _model_at(path: KeyPath, raw: dict[str, Any]) -> type[pydantic.BaseModel] | 
 
 def _all_table_fields() -> dict[str, str]:
     """field name -> the table it belongs to, for 'belongs in [training]' hints."""
-    from .spec import Dpo, Qlora
-
     owners: dict[str, str] = {}
     for table, info in Spec.model_fields.items():
         model = info.annotation
@@ -134,8 +131,6 @@ def _unknown_key_hint(path: KeyPath, raw: dict[str, Any]) -> str | None:
             'e.g. `api_key_env = "MY_API_KEY"` in [serve] or `token_env = "HF_TOKEN"` in [model]'
         )
     if parent == ("method",) and model is not None:
-        from .spec import Dpo, Lora, Qlora
-
         kind = raw["method"].get("kind")
         if name in Qlora.model_fields and name not in Lora.model_fields and kind != "qlora":
             return f'"{name}" configures 4-bit quantization; set kind = "qlora" to use it'
@@ -251,9 +246,7 @@ def _toml(value: Any) -> str:
 
 
 def _range_hint(path: KeyPath, raw: dict[str, Any]) -> str | None:
-    """'allowed: 0 <= value < 1', from the field's own constraints."""
-    import annotated_types as at
-
+    """'allowed: at least 0 and below 1', from the field's own constraints, then its description."""
     model = _model_at(path[:-1], raw)
     name = path[-1] if path else None
     if model is None or not isinstance(name, str) or name not in model.model_fields:
