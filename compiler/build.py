@@ -113,8 +113,9 @@ def compile_build(
         raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
 
     splits, problems = _measure_splits(loaded, fmt, tokenizer, chat_template, progress)
-    if problems:
-        raise SpecError([*warnings, *problems])
+    warnings += [d for d in problems if not d.is_error]
+    if errors(problems):
+        raise SpecError([*warnings, *errors(problems)])
     info = inspect_model(source)
     method = spec.method
     if getattr(method, "target_modules", None) and (method.kind != "dpo" or method.adapter == "lora"):

@@ -24,6 +24,8 @@ METHODS = {
     "full": ('kind = "full"', "chat", True),
     "lora": ('kind = "lora"\nr = 4\nlora_alpha = 8\ntarget_modules = "all-linear"', "chat", True),
     "lora-completion-nopack": ('kind = "lora"\nr = 4\nlora_alpha = 8', "completion", False),
+    # drops its longest examples: the script must drop exactly the lines the lock lists
+    "lora-drop-overlong": ('kind = "lora"\nr = 4\nlora_alpha = 8', "chat", True, 'max_length = 200\noverlong = "drop"'),
     "qlora": ('kind = "qlora"\nr = 4\nlora_alpha = 8\ntarget_modules = ["q_proj", "v_proj"]', "chat", True),
     "dpo-lora": ('kind = "dpo"\nr = 4\nlora_alpha = 8', "preference", False),
     "dpo-full": ('kind = "dpo"\nadapter = "none"', "preference", False),
@@ -31,7 +33,7 @@ METHODS = {
 }
 
 
-def _project(tmp: Path, tiny_model: Path, name: str, method: str, fmt: str, packing: bool) -> Path:
+def _project(tmp: Path, tiny_model: Path, name: str, method: str, fmt: str, packing: bool, length: str = "max_length = 1024") -> Path:
     (tmp / "data").mkdir()
     source = {
         "chat": (DATA / "ticket_triage" / "train.jsonl", DATA / "ticket_triage" / "val.jsonl"),
@@ -57,7 +59,7 @@ base = "{model}"
 train = "data/train.jsonl"
 validation = "data/val.jsonl"
 format = "{fmt}"
-max_length = 1024
+{length}
 {"" if fmt == "preference" else f"packing = {str(packing).lower()}"}
 
 [method]
@@ -81,8 +83,7 @@ accelerator = "cpu"
 
 @pytest.mark.parametrize("case", sorted(METHODS))
 def test_generated_script_trains(case, tmp_path, tiny_model, monkeypatch):
-    method, fmt, packing = METHODS[case]
-    _project(tmp_path, tiny_model, f"tiny-{case}", method, fmt, packing)
+    _project(tmp_path, tiny_model, f"tiny-{case}", *METHODS[case])
     monkeypatch.chdir(tmp_path)
     build = compile_build(Path("spec.toml"), root=tmp_path)
     write_build(build)
@@ -107,3 +108,6 @@ def test_generated_script_trains(case, tmp_path, tiny_model, monkeypatch):
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert losses and all(math.isfinite(x) for x in losses)
     assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard log"
+    if case == "lora-drop-overlong":
+        dropped = build.lock["data"]["splits"]["train"]["dropped_lines"]
+        assert 0 < len(dropped) < 24, dropped
