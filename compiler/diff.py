@@ -25,7 +25,7 @@ class _Absent:
 ABSENT: Any = _Absent()
 
 SECTIONS = (
-    "project", "inputs", "packages", "model", "data", "method", "training", "hardware",
+    "project", "inputs", "packages", "model", "data", "method", "training", "hardware", "launch",
     "estimates", "evaluation", "serve", "artifacts", "other",
 )
 TOP_LEVEL_SECTION = {"ftc_version": "inputs", "format_version": "inputs"}
