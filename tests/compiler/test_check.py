@@ -72,7 +72,9 @@ def test_cli_check_exit_codes(project):
 def test_run_refuses_an_edited_script(project):
     subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "compile", "specs/quickstart.toml"], check=True, capture_output=True)
     script = project / "build/quickstart/train.py"
-    script.write_text(script.read_text(encoding="utf-8").replace("MAX_STEPS = 12", "MAX_STEPS = 1000"), encoding="utf-8")
+    text = script.read_text(encoding="utf-8")
+    assert "\nMAX_STEPS = " in text
+    script.write_text(text.replace("\nMAX_STEPS = ", "\nMAX_STEPS = 1000  # was "), encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "run", "specs/quickstart.toml"], capture_output=True, text=True)
     assert result.returncode == 1
     assert "edited by hand" in result.stderr and "ftc compile specs/quickstart.toml" in result.stderr
