@@ -78,7 +78,7 @@ def _progress():
     return progress, tick
 
 
-def compile_or_report(spec: str):
+def compile_or_report(spec: str, root: Path | None = None):
     """Compile a spec in memory; on problems, print every diagnostic and return None."""
     from .build import compile_build
     from .diagnostics import SpecError
@@ -87,7 +87,7 @@ def compile_or_report(spec: str):
     progress, tick = _progress()
     try:
         with progress:
-            build = compile_build(path, progress=tick)
+            build = compile_build(path, root=root, progress=tick)
     except SpecError as exc:
         report(exc.diagnostics, {_display(path): path.read_text(encoding="utf-8")})
         return None
@@ -236,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"not found: {args.target} (give a spec file or a build folder)")
     try:
         where = locate(target)
-        build = compile_or_report(str(where.spec))
+        build = compile_or_report(str(where.spec), root=where.root)
         if build is None:
             return EXIT_PROBLEMS
         check_current(build)

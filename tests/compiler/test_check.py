@@ -78,3 +78,16 @@ def test_run_refuses_an_edited_script(project):
     result = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "run", "specs/quickstart.toml"], capture_output=True, text=True)
     assert result.returncode == 1
     assert "edited by hand" in result.stderr and "ftc compile specs/quickstart.toml" in result.stderr
+
+
+def test_run_of_a_build_folder_works_from_any_folder(project, tmp_path_factory):
+    subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "compile", "specs/quickstart.toml"], check=True, capture_output=True)
+    script = project / "build/quickstart/train.py"
+    script.write_text(script.read_text(encoding="utf-8") + "# tweak\n", encoding="utf-8")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    result = subprocess.run(
+        [sys.executable, "-m", "ftc.compiler.cli", "run", str(project / "build/quickstart")], cwd=elsewhere, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "edited by hand" in result.stderr
+    assert "changed" not in result.stderr, result.stderr  # the spec and data were found where the lock says
