@@ -18,7 +18,7 @@ from .hashing import FileHasher, sha256_text
 from .inputs import InputError, relative_to_root, resolve_model
 from .lock import LOCK_NAME, canonical, plan_hash, read_lock, write_atomic
 from .modelinfo import inspect_model, load_tokenizer, lora_trainable, tokenizer_info
-from .plan import Measured, installed_versions, resolve, resolve_strategy
+from .plan import Measured, installed_versions, resolve
 from .render import render_script, render_text, template_hashes
 from .tokens import SplitStats, measure, read_records, split_records
 from .validate import LoadedSpec, display_path
@@ -27,6 +27,9 @@ SCRIPT_NAME = "train.py"
 CHAT_TEMPLATE_NAME = "chat_template.jinja"
 TEMPLATES = {"sft": ["sft.py.j2", "prepare.py"], "dpo": ["dpo.py.j2", "prepare.py"]}
 EXECUTABLE = (".sh", ".sbatch")
+SHOWN = 10  # examples listed per problem before "... and N more"
+
+Tick = Callable[[str, int], Callable[[], None]]  # (label, total) -> advance-by-one
 
 
 def launch_templates(hardware: dict[str, Any]) -> dict[str, str]:
@@ -39,9 +42,6 @@ def launch_templates(hardware: dict[str, Any]) -> dict[str, str]:
     if hardware["nodes"] > 1:
         files["slurm.sbatch"] = "slurm.sbatch.j2"
     return files
-SHOWN = 10  # examples listed per problem before "... and N more"
-
-Tick = Callable[[str, int], Callable[[], None]]  # (label, total) -> advance-by-one
 
 
 @dataclass(frozen=True)
@@ -139,10 +139,11 @@ def compile_build(
         tokenizer=tok,
         chat_template_source=template_source,
         chat_template_sha256=sha256_text(chat_template or ""),
-        template_hashes=template_hashes(TEMPLATES[family] + sorted(launch_templates(_hardware(spec)).values())),
         packages=packages if packages is not None else installed_versions(),
     )
     plan = resolve(spec, measured)
+    launch = launch_templates(plan["hardware"])
+    plan["inputs"]["templates"] = template_hashes(TEMPLATES[family] + sorted(launch.values()))
     directory = build_dir(spec.project.name, root)
     context = {
         "plan": plan,
@@ -152,16 +153,11 @@ def compile_build(
     }
     script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
     files = {SCRIPT_NAME: script, CHAT_TEMPLATE_NAME: chat_template or ""}
-    for name, template in launch_templates(plan["hardware"]).items():
+    for name, template in launch.items():
         files[name] = render_text(template, context)
     plan["artifacts"] = {name: sha256_text(text) for name, text in sorted(files.items())}
     files[LOCK_NAME] = canonical(plan)
     return Build(spec.project.name, directory, files, plan, warnings)
-
-
-def _hardware(spec) -> dict[str, Any]:
-    devices, strategy = resolve_strategy(spec.hardware)
-    return {"devices": devices, "nodes": spec.hardware.nodes, "strategy": strategy}
 
 
 def _is_hub(loaded: LoadedSpec) -> bool:

@@ -60,7 +60,6 @@ class Measured:
     tokenizer: TokenizerInfo
     chat_template_source: str
     chat_template_sha256: str
-    template_hashes: dict[str, str]
     packages: dict[str, str | None]
 
 
@@ -176,7 +175,7 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
             "model": m.model.lock_entry(),
             **({"reference_model": m.reference_model.lock_entry()} if m.reference_model else {}),
             "chat_template": {"source": m.chat_template_source, "sha256": m.chat_template_sha256},
-            "templates": m.template_hashes,
+            "templates": {},  # filled in by the build, which knows the templates it renders
         },
         "packages": m.packages,
         "model": {
