@@ -25,7 +25,7 @@ from .validate import LoadedSpec, display_path
 
 SCRIPT_NAME = "train.py"
 CHAT_TEMPLATE_NAME = "chat_template.jinja"
-TEMPLATES = {"sft": ["sft.py.j2", "prepare.py"], "dpo": ["dpo.py.j2", "prepare.py"]}
+TEMPLATES = {"sft": ["sft.py.j2", "prepare.py", "run_support.py"], "dpo": ["dpo.py.j2", "prepare.py", "run_support.py"]}
 EXECUTABLE = (".sh", ".sbatch")
 SHOWN = 10  # examples listed per problem before "... and N more"
 
@@ -282,8 +282,19 @@ INPUT_KINDS = (
 )
 
 
-def stale_inputs(fresh: Build) -> list[str]:
-    """Why the build on disk differs from a fresh compile; empty when it is current."""
+def package_drift(locked: dict[str, Any], installed: dict[str, Any]) -> list[str]:
+    """Each pinned package whose installed version differs, in words."""
+    pins, now = locked.get("packages", {}), installed.get("packages", {})
+    return [
+        f"{name} {pins.get(name) or 'absent'} in the lock, {now.get(name) or 'not installed'} here"
+        for name in sorted(set(pins) | set(now))
+        if pins.get(name) != now.get(name)
+    ]
+
+
+def stale_inputs(fresh: Build, allow_package_drift: bool = False) -> list[str]:
+    """Why the build on disk differs from a fresh compile; empty when it is current. With allow_package_drift,
+    installed package versions that differ from the lock's pins are not counted (the caller warns about them)."""
     lock_path = fresh.directory / LOCK_NAME
     if not lock_path.is_file():
         return [f"no build on disk: {display_path(lock_path)} is missing"]
@@ -293,6 +304,8 @@ def stale_inputs(fresh: Build) -> list[str]:
         return [f"{display_path(lock_path)} is unreadable: {exc}"]
     reasons = []
     for dotted, label in INPUT_KINDS:
+        if allow_package_drift and dotted == "packages":
+            continue
         before, after = _get(old, dotted), _get(fresh.lock, dotted)
         if before != after:
             reasons.append(f"{label} changed: {', '.join(_changed_keys(dotted, before, after)) or dotted}")
@@ -304,7 +317,10 @@ def stale_inputs(fresh: Build) -> list[str]:
                 reasons.append(f"{display_path(path)} was edited by hand")
             elif on_disk is None:
                 reasons.append(f"{display_path(path)} is missing")
-    if not reasons and (lock_path.read_text(encoding="utf-8") != fresh.files[LOCK_NAME]):
+    resolved_differs = lock_path.read_text(encoding="utf-8") != fresh.files[LOCK_NAME]
+    if resolved_differs and allow_package_drift:
+        resolved_differs = {**old, "packages": None, "artifacts": None} != {**fresh.lock, "packages": None, "artifacts": None}
+    if not reasons and resolved_differs:
         reasons.append("the resolved plan changed (ftc resolves these inputs differently now)")
     return reasons
 

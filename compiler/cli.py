@@ -229,27 +229,112 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ftc.runtime.run import RunRefused, check_current, execute, locate, new_run_dir
+    from ftc.runtime.progress import RunDisplay
+    from ftc.runtime.run import RunRefused, check_current, check_device, check_resumable, execute, latest_run, locate, locked_plan_hash, new_run_dir
 
     target = Path(args.target)
     if not target.exists():
         raise UsageError(f"not found: {args.target} (give a spec file or a build folder)")
+    if args.samples < 0:
+        raise UsageError("--samples must be 0 or more")
     try:
         where = locate(target)
         build = compile_or_report(str(where.spec), root=where.root)
         if build is None:
             return EXIT_PROBLEMS
-        check_current(build)
+        drift = check_current(build, allow_version_drift=args.allow_version_drift)
+        device = check_device(build.lock)
+        run_dir = None
+        if args.resume is not None:
+            run_dir = latest_run(build) if args.resume == LATEST else Path(args.resume)
+            check_resumable(build, run_dir)
     except RunRefused as exc:
         err.print(f"ftc run: refused: {exc}", markup=False)
         return EXIT_PROBLEMS
-    run_dir = Path(args.resume) if args.resume else new_run_dir(build)
-    out.print(f"running {_display(build.directory)} (plan sha256:{build.plan_hash[:12]}) into {_display(run_dir)}", markup=False)
+    for line in drift:
+        err.print(f"ftc run: warning: version drift: {line}", markup=False)
+    run_dir = run_dir or new_run_dir(build)
+    verb = "resuming" if args.resume is not None else "running"
+    out.print(f"{verb} {_display(build.directory)} (plan sha256:{locked_plan_hash(build)[:12]}) into {_display(run_dir)}", markup=False)
     try:
-        return execute(build, run_dir, resume=bool(args.resume))
+        record = execute(build, run_dir, device, drift, resume=args.resume is not None, display=RunDisplay(out, build.lock["training"]["max_steps"]))
     except RunRefused as exc:
         err.print(f"ftc run: refused: {exc}", markup=False)
         return EXIT_PROBLEMS
+    _print_run_summary(record, run_dir)
+    if record["status"] != "completed":
+        code = record["exit_code"]
+        return code if code > 0 else 128 - code
+    if args.samples:
+        from ftc.runtime.samples import compare_answers, print_comparison
+
+        out.print(f"\nbase versus tuned on {args.samples} held-out example(s), greedy:", markup=False)
+        print_comparison(out, compare_answers(run_dir, n=args.samples))
+    return EXIT_OK
+
+
+LATEST = "latest"
+
+
+def _print_run_summary(record: dict, run_dir: Path) -> None:
+    def num(value, fmt):
+        return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+    status = record["status"]
+    console = out if status == "completed" else err
+    console.print(
+        f"\n{status}: step {record.get('step')}/{record['max_steps']}, train loss {num(record.get('train_loss'), '.4f')}, "
+        f"eval loss {num(record.get('eval_loss'), '.4f')}, {num(record.get('tokens_per_second'), ',.0f')} tokens/s, "
+        f"peak memory {num(record.get('peak_memory_gib'), '.2f')} GiB ({record.get('peak_memory_kind') or 'not reported'})",
+        markup=False,
+    )
+    shown = _display(run_dir)
+    console.print(f"record: {shown}/run.json; log: {shown}/train.log", markup=False)
+    if status == "completed":
+        console.print(f"next: ftc merge {shown}", markup=False)
+    elif record.get("last_checkpoint"):
+        console.print(f"continue with: ftc run {record['spec']} --resume {shown}", markup=False)
+
+
+def _quiet_model_loading() -> None:
+    """transformers' and bitsandbytes' load-time bars and notices would scroll through ftc's own progress."""
+    import logging
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from ftc.compiler.lock import LOCK_NAME
+    from ftc.runtime.merge import MergeFailed, merge_run
+    from ftc.runtime.record import RUN_RECORD, RunFolderError
+
+    run_dir = Path(args.run_dir)
+    for name in (RUN_RECORD, LOCK_NAME):
+        if not (run_dir / name).is_file():
+            raise UsageError(f"{args.run_dir} is not a run folder (it has no {name}); give one that `ftc run` made, such as runs/<name>/<run-id>")
+    if args.examples < 1:
+        raise UsageError("--examples must be at least 1")
+    _quiet_model_loading()
+    try:
+        with err.status("merging", spinner="dots") as status:
+            step = status.update if err.is_terminal else (lambda label: err.print(f"  {label}", markup=False))
+            result = merge_run(run_dir, examples=args.examples, step=step)
+    except (RunFolderError, MergeFailed) as exc:
+        err.print(f"ftc merge: {exc}", markup=False)
+        return EXIT_PROBLEMS
+    shown = _display(result.path)
+    if result.verification is None:
+        out.print(f"wrote {shown}/: a copy of final/ (full fine-tuning saved every weight; nothing to merge or verify)", markup=False)
+    else:
+        out.print(f"wrote {shown}/, verified on held-out examples: {result.verification.summary()}", markup=False)
+    out.print(f"recorded under \"merge\" in {_display(run_dir / RUN_RECORD)}", markup=False)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,8 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("run", help="run a compiled build (refuses a stale or edited one)")
     p.add_argument("target", help="the spec file, or its build folder build/<name>/")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete checkpoint")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", nargs="?", const=LATEST,
+        help="continue a run from its last complete checkpoint: RUN_DIR, or the newest run of this build when omitted",
+    )
+    p.add_argument("--allow-version-drift", action="store_true", help="run even when installed packages differ from the lock's pins (recorded in run.json)")
+    p.add_argument("--samples", type=int, default=3, metavar="N", help="after training, print base versus tuned answers on N held-out examples (0: none; default 3)")
     p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser(
+        "merge",
+        help="merge a run's adapter into its base, write RUN_DIR/merged/ for vLLM, and verify it",
+        description="Write RUN_DIR/merged/, a plain Hugging Face folder (safetensors, tokenizer, the locked chat template, stop tokens in generation_config.json) that vLLM serves as it is. LoRA merges into the base in the model dtype; QLoRA into the dequantized 4-bit base it trained against; full fine-tuning is copied. The merged model's logits are compared with the unmerged model's on held-out examples and the result is recorded in run.json; a merge outside the tolerance is kept as merged.rejected/ and exits 1.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder, e.g. runs/quickstart/20250101-120000")
+    p.add_argument("--examples", type=int, default=4, metavar="N", help="held-out examples to verify the merge on (default: 4)")
+    p.set_defaults(func=cmd_merge)
 
     p = verbs.add_parser("schema", help="print the spec's JSON Schema (for editor completion)")
     p.set_defaults(func=cmd_schema)

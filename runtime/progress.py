@@ -1,0 +1,71 @@
+"""What `ftc run` shows while the script trains: a live bar (step, loss, tokens/s, ETA) on a terminal, and
+one line per logging step everywhere, so that logs piped to a file or CI read well too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def _number(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+
+class RunDisplay:
+    def __init__(self, console: Console, max_steps: int, echo_output: bool = True) -> None:
+        self.console = console
+        self.max_steps = max_steps
+        self.echo_output = echo_output
+        self.progress = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps  loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self.task = None
+
+    def __enter__(self) -> RunDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def line(self, text: str) -> None:
+        """A line the script printed (also kept in train.log)."""
+        if self.echo_output:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def event(self, event: dict[str, Any], session) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            where = event.get("device_name") or event.get("device")
+            threads = f", {event['threads']} threads" if event.get("device") == "cpu" else ""
+            resumed = f", resuming from {event['resume_from']}" if event.get("resume_from") else ""
+            self.console.print(f"device: {where}{threads}, {event.get('precision')}{resumed}", markup=False)
+        elif kind == "train_begin":
+            self.max_steps = event.get("max_steps") or self.max_steps
+            self.task = self.progress.add_task("train", total=self.max_steps, completed=event.get("step", 0), loss="-", speed="-")
+        elif kind == "step" and self.task is not None:
+            self.progress.update(self.task, completed=event["step"])
+        elif kind == "log":
+            self._log(event, session)
+        elif kind == "checkpoint":
+            self.console.print(f"step {event['step']}: checkpoint sealed: checkpoints/{event['path']}", markup=False)
+
+    def _log(self, event: dict[str, Any], session) -> None:
+        step = f"step {event.get('step')}/{self.max_steps}"
+        if "eval_loss" in event:
+            self.console.print(f"{step}  eval_loss {_number(event['eval_loss'], '.4f')}", markup=False)
+        elif "loss" in event:
+            speed = _number(session.tokens_per_second, ",.0f")
+            self.console.print(f"{step}  loss {_number(event['loss'], '.4f')}  lr {_number(event.get('learning_rate'), '.2e')}  {speed} tok/s", markup=False)
+            if self.task is not None:
+                self.progress.update(self.task, loss=_number(event["loss"], ".4f"), speed=speed)

@@ -1,0 +1,239 @@
+# ---- ftc training support (shared verbatim by every generated script) ----
+# Checkpoints are sealed: once the trainer has written checkpoint-N, every file is flushed to disk and
+# ftc-checkpoint.json records each file's size and sha256. A folder without a valid seal (the run died
+# while writing it, or a file changed since) is never resumed from. Ctrl-C asks for a checkpoint at the
+# end of the current step and a clean stop. Progress goes to events.jsonl, one JSON object per line.
+import errno
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+CHECKPOINT_SEAL = "ftc-checkpoint.json"
+EVENTS_FILE = "events.jsonl"
+INTERRUPTED = 130  # exit status after a clean stop on Ctrl-C
+OUT_OF_MEMORY = 3
+DISK_FULL = 4
+
+
+def fail(message, status=1):
+    print(f"ftc: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoint_step(folder):
+    found = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    return int(found.group(1)) if found else -1
+
+
+def seal_checkpoint(folder, step):
+    """Flush every file of a written checkpoint to disk, then record them; the seal is written last."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        _fsync(path)
+        files[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    tmp = folder / f".{CHECKPOINT_SEAL}.tmp"
+    tmp.write_text(json.dumps({"step": step, "files": files}, indent=1, sort_keys=True), encoding="utf-8")
+    _fsync(tmp)
+    os.replace(tmp, folder / CHECKPOINT_SEAL)
+    _fsync(folder)
+
+
+def checkpoint_problem(folder):
+    """Why a checkpoint folder cannot be resumed from, or None when its seal matches every file."""
+    seal = folder / CHECKPOINT_SEAL
+    if not seal.is_file():
+        return f"it has no {CHECKPOINT_SEAL}: the run stopped while writing it"
+    try:
+        files = json.loads(seal.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError) as exc:
+        return f"its {CHECKPOINT_SEAL} is unreadable ({exc})"
+    for name, want in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, the seal says {want['bytes']}"
+        if _sha256(path) != want["sha256"]:
+            return f"{name} does not match its sha256 in the seal (the file was changed or damaged)"
+    return None
+
+
+def last_sealed_checkpoint(checkpoints):
+    """The newest checkpoint whose seal holds. Newer unusable ones are renamed aside (never deleted), with a message."""
+    for folder in sorted(checkpoints.glob("checkpoint-*"), key=checkpoint_step, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        kind = "incomplete" if "stopped while writing" in problem else "corrupt"
+        aside = folder.with_name(f"{kind}-{folder.name}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = folder.with_name(f"{kind}-{folder.name}-{n}")
+        folder.rename(aside)
+        print(f"ftc: skipping {folder.name}: {problem}; kept it as {aside.name}", file=sys.stderr, flush=True)
+    return None
+
+
+def rotate_checkpoints(checkpoints, keep, protect=None):
+    """Delete the oldest sealed checkpoints beyond `keep`, only ever after a newer one is sealed."""
+    if keep is None:
+        return
+    sealed = sorted((p for p in checkpoints.glob("checkpoint-*") if (p / CHECKPOINT_SEAL).is_file()), key=checkpoint_step)
+    for folder in sealed[: max(len(sealed) - keep, 0)]:
+        if protect is None or folder.resolve() != Path(protect).resolve():
+            shutil.rmtree(folder)
+
+
+def peak_memory(device):
+    """The process's peak memory: CUDA's peak allocation, or the peak resident set on the CPU."""
+    if device == "cuda":
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(), "peak_memory_kind": "cuda max allocated"}
+    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_kind": "max resident set"}
+
+
+def is_out_of_memory(exc):
+    text = str(exc)
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text or "not enough memory" in text
+
+
+def is_disk_full(exc):
+    while exc is not None:
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc) or "StorageFull" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class RunMonitor(TrainerCallback):
+    """Reports progress to events.jsonl, seals and rotates checkpoints, and turns Ctrl-C into a clean stop."""
+
+    def __init__(self, output_dir, keep_checkpoints):
+        self.output_dir = output_dir
+        self.keep_checkpoints = keep_checkpoints
+        self.stop_requested = False
+        self.main_process = int(os.environ.get("RANK", 0)) == 0
+
+    def emit(self, event, **fields):
+        if not self.main_process:
+            return
+        try:
+            with (self.output_dir / EVENTS_FILE).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
+        except OSError as exc:  # progress is a report, not the run: a full disk must not hide the real error
+            print(f"ftc: could not write {EVENTS_FILE}: {exc}", file=sys.stderr, flush=True)
+
+    def request_stop(self, signum, frame):
+        if self.stop_requested:
+            raise KeyboardInterrupt  # the second Ctrl-C stops at once; sealed checkpoints stay as they are
+        self.stop_requested = True
+        print("\nftc: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.emit("train_begin", step=state.global_step, max_steps=state.max_steps, tokens=state.num_input_tokens_seen)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.emit("step", step=state.global_step, tokens=state.num_input_tokens_seen)
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        self.emit("log", step=state.global_step, **numbers)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.main_process:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            seal_checkpoint(folder, state.global_step)
+            rotate_checkpoints(folder.parent, self.keep_checkpoints, state.best_model_checkpoint)
+            self.emit("checkpoint", step=state.global_step, path=folder.name)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def explain_out_of_memory(device, micro_batch, accumulation, checkpointing, method, estimate):
+    """What ran out, what the plan expected, and the changes that lower the peak, cheapest first."""
+    where = "GPU" if device == "cuda" else "CPU (RAM)"
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(estimate["breakdown_gib"].items()))
+    advice = []
+    if micro_batch > 1:
+        advice.append(f"training.micro_batch_size = {micro_batch // 2} (gradient accumulation doubles to {accumulation * 2}; the batch stays the same)")
+    if not checkpointing:
+        advice.append("training.gradient_checkpointing = true (recomputes activations: about 30% slower, far less memory)")
+    lighter = {
+        "full": 'method.kind = "lora" or "qlora" (train an adapter instead of every weight)',
+        "lora": 'method.kind = "qlora" (a 4-bit base under the LoRA adapter)',
+        "dpo-full": 'method.adapter = "lora" (train an adapter; the reference is then the base itself)',
+    }
+    if method in lighter:
+        advice.append(lighter[method])
+    advice.append("a GPU with more memory, or more GPUs with hardware.strategy = \"fsdp\"")
+    listing = "\n".join(f"  - {a}" for a in advice)
+    return (
+        f"out of memory on the {where}. The plan estimated a peak of {estimate['peak_memory_gib']:.2f} GiB per device "
+        f"({parts} GiB). To lower it, change the spec and compile again:\n{listing}"
+    )
+
+
+def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir, out_of_memory_advice):
+    """Train, then save the final weights; explain running out of memory or disk, and stop cleanly on Ctrl-C."""
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        state = trainer.state
+        ended = {
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "tokens": state.num_input_tokens_seen,
+            "train_runtime": result.metrics["train_runtime"],
+            "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+            **peak_memory(device),
+        }
+        if monitor.stop_requested:
+            monitor.emit("end", status="interrupted", **ended)
+            fail(f"stopped at step {state.global_step} with a sealed checkpoint; continue with --resume", INTERRUPTED)
+        final = output_dir / "final"
+        trainer.save_model(str(final))  # the adapter for LoRA and QLoRA, every weight otherwise
+        tokenizer.save_pretrained(str(final))  # with the locked chat template
+    except KeyboardInterrupt:
+        monitor.emit("end", status="interrupted", step=trainer.state.global_step, **peak_memory(device))
+        fail("stopped at once; the last sealed checkpoint is kept (continue with --resume)", INTERRUPTED)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            monitor.emit("end", status="out_of_memory", step=trainer.state.global_step, **peak_memory(device))
+            fail(out_of_memory_advice, OUT_OF_MEMORY)
+        if is_disk_full(exc):
+            monitor.emit("end", status="disk_full", step=trainer.state.global_step)
+            fail(f"the disk under {output_dir} is full ({exc}). Sealed checkpoints are intact: free some space, then continue with --resume", DISK_FULL)
+        raise
+    monitor.emit("end", status="completed", final=final.name, **ended)
+    print(f"saved {final}")
+# ---- end of ftc training support ----
