@@ -288,6 +288,8 @@ def _print_run_summary(record: dict, run_dir: Path) -> None:
         f"peak memory {num(record.get('peak_memory_gib'), '.2f')} GiB ({record.get('peak_memory_kind') or 'not reported'})",
         markup=False,
     )
+    if record.get("early_stopped"):
+        console.print(f"stopped early: the validation loss stopped improving; final/ holds the best model, {record.get('best_checkpoint')}", markup=False)
     shown = _display(run_dir)
     console.print(f"record: {shown}/run.json; log: {shown}/train.log", markup=False)
     if status == "completed":

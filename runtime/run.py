@@ -340,6 +340,7 @@ def finish_record(run_dir: Path, session: Session, returncode: int) -> dict[str,
         last_checkpoint=f"checkpoints/{session.checkpoint}" if session.checkpoint else record.get("last_checkpoint"),
         best_checkpoint=f"checkpoints/{best}" if best else record.get("best_checkpoint"),
         final="final" if status == "completed" else None,
+        early_stopped=bool(end.get("early_stopped")),
     )
     record.pop("pid", None)
     write_record(run_dir, record)

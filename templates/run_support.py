@@ -215,6 +215,7 @@ def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir,
             "tokens": state.num_input_tokens_seen,
             "train_runtime": result.metrics["train_runtime"],
             "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+            "early_stopped": state.global_step < state.max_steps and not monitor.stop_requested,
             **peak_memory(device),
         }
         if monitor.stop_requested:

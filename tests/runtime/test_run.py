@@ -265,3 +265,24 @@ def test_refuses_a_cuda_plan_without_cuda(tmp_path, tiny_model):
     assert refused.returncode == 1
     assert "the plan needs CUDA" in refused.stderr and "no CUDA device" in refused.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_early_stopping_on_validation_loss(tmp_path, tiny_model):
+    """Full fine-tuning at a high learning rate: the validation loss rises at step 8 (measured: 4.33 at step 6,
+    4.41 at step 8), and with a patience of 1 the run stops there and keeps the best model."""
+    spec = write_project(tmp_path, tiny_model)
+    text = spec.read_text(encoding="utf-8")
+    method = text[text.index("[method]") : text.index("[training]")]
+    text = text.replace(method, '[method]\nkind = "full"\n\n').replace("max_steps = 30\nsave_steps = 5", "max_steps = 20\nsave_steps = 2")
+    spec.write_text(text.replace("learning_rate = 2e-4", "learning_rate = 3e-2\nearly_stopping_patience = 1"), encoding="utf-8")
+    assert ftc(tmp_path, "compile", "spec.toml").returncode == 0
+    result = ftc(tmp_path, "run", "spec.toml", "--samples", "0")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    (run_dir,) = runs(tmp_path)
+    rec = record(run_dir)
+    assert rec["status"] == "completed" and rec["early_stopped"] is True
+    assert rec["step"] == 8 and rec["best_checkpoint"] == "checkpoints/checkpoint-6"
+    assert "stopped early" in result.stdout
+    best = load_file(str(run_dir / "checkpoints" / "checkpoint-6" / "model.safetensors"))
+    final = load_file(str(run_dir / "final" / "model.safetensors"))
+    assert max_difference(best, final) == 0.0  # final/ is the best model, not the last
