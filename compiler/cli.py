@@ -268,6 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.samples:
         from ftc.runtime.samples import compare_answers, print_comparison
 
+        _quiet_model_loading()
         out.print(f"\nbase versus tuned on {args.samples} held-out example(s), greedy:", markup=False)
         print_comparison(out, compare_answers(run_dir, n=args.samples))
     return EXIT_OK

