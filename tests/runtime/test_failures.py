@@ -40,7 +40,7 @@ def train(script: Path, output: Path, *args: str, limit_bytes: int | None = None
     return subprocess.run(
         [sys.executable, str(script), "--output-dir", str(output), "--no-progress-bar", *args],
         capture_output=True, text=True, timeout=600, preexec_fn=cap_memory if limit_bytes else None,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"),
     )
 
 

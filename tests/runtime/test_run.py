@@ -74,7 +74,7 @@ def write_project(root: Path, tiny_model: Path, accelerator: str = "cpu") -> Pat
 
 def ftc(root: Path, *args: str, wait: bool = True, **kwargs):
     command = [sys.executable, "-m", "ftc.compiler.cli", *args]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # two test workers share two cores
     if not wait:
         return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600, **kwargs)

@@ -93,7 +93,7 @@ def test_generated_script_trains(case, tmp_path, tiny_model, monkeypatch):
         capture_output=True,
         text=True,
         timeout=900,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     final = run_dir / "final"
