@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (see README.md):
-#   make quickstart   compile specs/quickstart.toml and run it (CPU when there is no GPU)
+#   make quickstart   compile specs/quickstart.toml, run it (CPU when there is no GPU), merge the adapter
 #   make test         run the test suite
 # Both create .venv on first use. torch is installed first and pinned, so that pip takes the CPU wheel
 # (an unpinned torch would pull a multi-GB CUDA build).
@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	$(BIN)/ftc compile specs/quickstart.toml
 	$(BIN)/ftc run specs/quickstart.toml
+	# merge the adapter of the run that just finished, verified against the adapter's own logits
+	$(BIN)/ftc merge "$$(ls -d runs/quickstart/*/ | tail -n 1)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -272,7 +272,8 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
         command.append("--resume")
     tail = EventTail(run_dir / EVENTS)
     session = Session(max_steps=record["max_steps"])
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # ftc draws the progress: the libraries' own bars would only scroll past as lines of carriage returns
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
     child = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
         process_group=0,  # Ctrl-C reaches ftc only, which passes it on once per press

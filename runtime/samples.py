@@ -36,7 +36,7 @@ from .models import (
 )
 
 SAMPLES = "samples.json"
-DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_MAX_NEW_TOKENS = 128  # room for a whole answer of the quickstart task (about 60 tokens)
 SHOWN_CHARS = 400  # per text in the terminal; samples.json keeps everything
 SHOWN_LINES = 8
 SIDE_BY_SIDE_WIDTH = 110  # narrower terminals get the answers one under another
