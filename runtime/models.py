@@ -75,7 +75,28 @@ def open_run(run_dir: Path) -> RunFolder:
         raise RunFolderError(
             f"{run_dir} has no {FINAL}/{expected}: the run did not finish; resume it with `ftc run --resume {run_dir}`"
         )
+    if run.adapter:
+        check_base_unchanged(run)
     return run
+
+
+def check_base_unchanged(run: RunFolder) -> None:
+    """An adapter only means something on the base it was trained on: its files must still hash as locked."""
+    from ftc.compiler.hashing import FileHasher
+    from ftc.compiler.inputs import InputError, resolve_model
+
+    model = run.lock["inputs"]["model"]
+    try:
+        with FileHasher() as hasher:
+            found = resolve_model(model["reference"], model.get("revision"), run.root, run.root, hasher, model["kind"] == "hub")
+    except InputError as exc:
+        raise RunFolderError(f"the run's base model {model['reference']} cannot be read: {exc.message}") from exc
+    changed = sorted(name for name in set(model["files"]) | set(found.files) if model["files"].get(name) != found.files.get(name))
+    if changed:
+        raise RunFolderError(
+            f"the base model {model['reference']} changed since this run trained on it ({', '.join(changed)} differ "
+            "from the sha256 in the run's ftc.lock.json); the adapter only fits the base it was trained on"
+        )
 
 
 def placement(lock: dict[str, Any]) -> Placement:

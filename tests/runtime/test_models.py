@@ -61,3 +61,14 @@ def test_an_unfinished_run_is_refused(trained):
     shutil.rmtree(copy / "final")
     with pytest.raises(RunFolderError, match="did not finish"):
         open_run(copy)
+
+
+def test_an_adapter_is_refused_on_a_base_that_changed(trained):
+    run_dir = trained("lora")
+    record = json.loads((run_dir / "run.json").read_text())
+    copy = _copy_run(run_dir, run_dir.parent / "other-base", record)
+    lock = json.loads((copy / "ftc.lock.json").read_text())
+    lock["inputs"]["model"]["files"]["model.safetensors"] = "0" * 64  # the run trained on other weights
+    (copy / "ftc.lock.json").write_text(json.dumps(lock), encoding="utf-8")
+    with pytest.raises(RunFolderError, match=r"changed since this run trained on it \(model.safetensors differ"):
+        open_run(copy)
