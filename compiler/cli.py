@@ -357,7 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the build on disk is stale, naming what changed")
     p.set_defaults(func=cmd_compile)
 
-    p = verbs.add_parser("run", help="run a compiled build (refuses a stale or edited one)")
+    p = verbs.add_parser(
+        "run",
+        help="run a compiled build (refuses a stale or edited one)",
+        description=(
+            "Check the build against its spec, data, model, templates and package pins, and the device, without loading "
+            "weights; then run its script into runs/<name>/<run-id>/ with live progress, and record the outcome in run.json. "
+            "Ctrl-C saves a checkpoint at the end of the step and stops (exit 130); a second Ctrl-C stops at once. "
+            "Exit statuses: 0 completed, 1 refused or failed, 2 usage error, 3 out of memory, 4 disk full, 130 interrupted, 128+N the script was killed by signal N."
+        ),
+    )
     p.add_argument("target", help="the spec file, or its build folder build/<name>/")
     p.add_argument(
         "--resume", metavar="RUN_DIR", nargs="?", const=LATEST,
