@@ -137,7 +137,21 @@ def check_resumable(build: Build, run_dir: Path) -> dict[str, Any]:
         )
     if record.get("status") == "completed":
         raise RunRefused(f"{run_dir} has already completed; start a new run instead")
+    if record.get("status") == "running":
+        alive = [pid for pid in (record.get("pid"), record["sessions"][-1].get("pid")) if pid and _alive(pid)]
+        if alive:
+            raise RunRefused(f"{run_dir} is still running (process {alive[0]}); stop it first (Ctrl-C, or kill -INT {alive[0]})")
     return record
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def command_for(build: Build, run_dir: Path) -> list[str]:

@@ -236,6 +236,17 @@ def test_resume_refuses_a_finished_run_and_another_plan(project, tmp_path):
         assert ftc(root, "compile", "spec.toml").returncode == 0
 
 
+def test_resume_refuses_a_run_that_is_still_running(project):
+    root, reference, _ = project
+    copy = reference.with_name("still-running")
+    shutil.copytree(reference, copy)
+    rec = record(copy)
+    rec.update(status="running", pid=os.getpid())  # this test's own process: certainly alive
+    (copy / "run.json").write_text(json.dumps(rec), encoding="utf-8")
+    refused = ftc(root, "run", "spec.toml", "--resume", str(copy))
+    assert refused.returncode == 1 and f"is still running (process {os.getpid()})" in refused.stderr
+
+
 def test_refuses_package_drift_unless_allowed(tmp_path, tiny_model):
     spec = write_project(tmp_path, tiny_model)
     pinned = dict(installed_versions(), transformers="4.0.0")  # the lock pins a version that is not installed
