@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .records import record_problems
+
 Format = Literal["chat", "completion", "preference", "text"]
 
 FORMAT_KEYS: dict[Format, frozenset[str]] = {
@@ -132,7 +134,9 @@ def survey(path: Path, display: str) -> Survey:
                 DataProblem(display, item.line, f"record is {found} data, but the file is {fmt} data", "every record of a file must have the same format")
             )
         else:
-            count += 1
+            found_problems = record_problems(item.value, found)
+            problems.extend(DataProblem(display, item.line, message, hint) for message, hint in found_problems)
+            count += not found_problems
     return Survey(fmt, count, tuple(problems))
 
 
