@@ -26,13 +26,14 @@ def _encode(tokenizer, text, spans):
 
 
 def tokenize_messages(tokenizer, chat_template, messages, train_on_all=False):
-    """A chat example -> (input_ids, mask). The mask covers every assistant turn, or everything."""
+    """A chat example -> (input_ids, mask). The mask covers every assistant turn (but those with weight 0),
+    or everything."""
     full = _render(tokenizer, chat_template, messages, False)
     if train_on_all:
         return _encode(tokenizer, full, [(0, len(full))])
     spans = []
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
         start = _render(tokenizer, chat_template, messages[:i], True)
         end = _render(tokenizer, chat_template, messages[: i + 1], False)

@@ -74,3 +74,13 @@ def test_train_on_all_and_prompt_completion():
     assert trained_spans(tokenizer, ids, mask) == ['{"category": "billing"}<|im_end|>\n']
     ids, mask = prepare.tokenize_prompt_completion(tokenizer, tokenizer.chat_template, "Ticket: refund?", " billing")
     assert trained_spans(tokenizer, ids, mask) == [" billing<|im_end|>"]  # plain text gets EOS appended
+
+
+def test_an_assistant_turn_with_weight_0_is_context_only():
+    tokenizer = make_tokenizer()
+    weighted = [dict(m) for m in CONVERSATION]
+    weighted[2]["weight"] = 0  # the first answer stays in the context but is not trained
+    ids, mask = prepare.tokenize_messages(tokenizer, tokenizer.chat_template, weighted)
+    assert trained_spans(tokenizer, ids, mask) == ['{"category": "login"}<|im_end|>\n']
+    plain, _ = prepare.tokenize_messages(tokenizer, tokenizer.chat_template, CONVERSATION)
+    assert ids == plain  # the weight changes the loss, never the text
