@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .checks import validate
+from .data import position, unit_of
 from .diagnostics import Diagnostic, SpecError, errors
 from .hashing import FileHasher, sha256_text
 from .inputs import InputError, relative_to_root, resolve_model
 from .lock import LOCK_NAME, canonical, plan_hash, read_lock, write_atomic
-from .modelinfo import inspect_model, load_tokenizer, lora_trainable, tokenizer_info
+from .modelinfo import TokenizerInfo, inspect_model, load_tokenizer, lora_trainable, tokenizer_info
 from .plan import Measured, installed_versions, resolve
 from .render import render_script, render_text, template_hashes
 from .tokens import SplitStats, measure, read_records, split_records
@@ -101,13 +102,7 @@ def compile_build(
 
     tokenizer = load_tokenizer(source)
     tok = tokenizer_info(tokenizer)
-    if spec.model.chat_template != "auto":
-        template_path = loaded.resolve(spec.model.chat_template)
-        chat_template = template_path.read_text(encoding="utf-8")
-        template_source = relative_to_root(template_path, root)
-    else:
-        chat_template = tok.chat_template
-        template_source = "model"
+    chat_template, template_source = chat_template_for(loaded, tok, root)
     fmt = summary.format or "chat"
     if chat_template is None and fmt in ("chat", "preference"):
         raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
@@ -160,6 +155,14 @@ def compile_build(
     return Build(spec.project.name, directory, files, plan, warnings)
 
 
+def chat_template_for(loaded: LoadedSpec, tok: TokenizerInfo, root: Path) -> tuple[str | None, str]:
+    """The chat template the spec asks for (a file, or the model's own), and where it came from."""
+    if loaded.spec.model.chat_template != "auto":
+        template_path = loaded.resolve(loaded.spec.model.chat_template)
+        return template_path.read_text(encoding="utf-8"), relative_to_root(template_path, root)
+    return tok.chat_template, "model"
+
+
 def _is_hub(loaded: LoadedSpec) -> bool:
     from .checks import is_hub_id
 
@@ -189,7 +192,9 @@ def script_paths(plan: dict[str, Any], script_dir: Path, root: Path, data: dict[
     return paths
 
 
-def _measure_splits(loaded: LoadedSpec, fmt: str, tokenizer, chat_template, progress: Tick | None) -> tuple[dict[str, SplitStats], list[Diagnostic]]:
+def split_records_of(loaded: LoadedSpec) -> dict[str, tuple[str, list]]:
+    """Each split's records and the spec key of the file they come from (a validation_split holds out a
+    seeded share of train)."""
     spec = loaded.spec
     d = spec.data
     train_path = loaded.resolve(d.train)
@@ -201,9 +206,14 @@ def _measure_splits(loaded: LoadedSpec, fmt: str, tokenizer, chat_template, prog
     elif d.validation is not None:
         val_path = loaded.resolve(d.validation)
         named["validation"] = ("validation", read_records(val_path, display_path(val_path))[0])
+    return named
+
+
+def _measure_splits(loaded: LoadedSpec, fmt: str, tokenizer, chat_template, progress: Tick | None) -> tuple[dict[str, SplitStats], list[Diagnostic]]:
+    d = loaded.spec.data
     stats: dict[str, SplitStats] = {}
     problems: list[Diagnostic] = []
-    for split, (key, recs) in named.items():
+    for split, (key, recs) in split_records_of(loaded).items():
         file_display = display_path(loaded.resolve(getattr(d, key)))
         tick = progress(f"tokenizing {split}", len(recs)) if progress else None
         s = measure(split, recs, tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
@@ -213,7 +223,7 @@ def _measure_splits(loaded: LoadedSpec, fmt: str, tokenizer, chat_template, prog
 
 
 def _listing(display: str, items: list[tuple[int, Any]], fmt: Callable[[Any], str]) -> str:
-    shown = "; ".join(f"{display}:{line} ({fmt(v)})" for line, v in items[:SHOWN])
+    shown = "; ".join(f"{display}:{position(line, unit_of(display))} ({fmt(v)})" for line, v in items[:SHOWN])
     more = f"; ... and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
     return shown + more
 

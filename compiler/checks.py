@@ -239,7 +239,7 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
             diags.append(loaded.diag(f"data.{key}", f"data file not found: {rel}", "paths are relative to the spec's folder"))
             continue
         if path.suffix not in SUFFIXES:
-            diags.append(loaded.diag(f"data.{key}", f"unsupported data file type {path.suffix!r}", "use .jsonl (one JSON object per line) or .json (an array)"))
+            diags.append(loaded.diag(f"data.{key}", f"unsupported data file type {path.suffix!r}", "use .jsonl (one JSON object per line), .json (an array), .csv (a header row naming the columns) or .parquet"))
             continue
         result = survey(path, display_path(path))
         declared = expected or (found["train"][0] if "train" in found else None)

@@ -340,6 +340,72 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .datacheck import check_data, token_errors
+
+    path = _spec_path(args.spec)
+    progress, tick = _progress()
+    with progress:
+        report_ = check_data(path, Path.cwd(), progress=tick)
+    if args.json:
+        out.print(json.dumps(report_.as_dict(), indent=2, sort_keys=True), markup=False, soft_wrap=True)
+        return EXIT_OK if report_.ok else EXIT_PROBLEMS
+    report(report_.diagnostics, {_display(path): path.read_text(encoding="utf-8")})
+    for problem in report_.problems:
+        err.print(f"{problem}" + (f"\n  = hint: {problem.hint}" if problem.hint else ""), markup=False)
+    for line in token_errors(report_.splits):
+        err.print(line, markup=False)
+    if report_.splits:
+        _print_data_summary(report_)
+    bad = len(report_.problems) + len(token_errors(report_.splits)) + len(errors(report_.diagnostics))
+    verdict = f"{bad} problem(s): fix them, or set the overlong policy; `ftc compile` refuses this data" if bad else "no problems"
+    (err if bad else out).print(f"\n{_display(path)}: data: {verdict}", markup=False)
+    return EXIT_OK if report_.ok else EXIT_PROBLEMS
+
+
+def _print_data_summary(report_) -> None:
+    from rich.table import Table
+
+    def num(value, fmt=",") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    def pct(value) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    table = Table(title=f"data of {report_.spec} ({report_.format}, max_length {report_.max_length})", title_justify="left")
+    splits = [s.as_dict(report_.max_length, report_.packing_strategy) for s in report_.splits]
+    table.add_column("")
+    for s in report_.splits:
+        table.add_column(s.name, justify="right", overflow="fold")
+    spread = lambda d: "-" if not d else f"{d['min']:,} / {d['median']:,g} / {d['p95']:,} / {d['max']:,}"  # noqa: E731
+    rows = [
+        ("file", [s["file"] for s in splits]),
+        ("examples (of records)", [f"{s['examples']:,} (of {s['records']:,})" for s in splits]),
+        ("tokens", [num(s["tokens"]) for s in splits]),
+        ("tokens/example min/median/p95/max", [spread(s["tokens_per_example"]) for s in splits]),
+        ("over max_length: error/dropped/truncated", [f"{s['overlong']['error']}/{s['overlong']['dropped']}/{s['overlong']['truncated']} ({pct(s['overlong_share'])})" for s in splits]),
+        ("turns/conversation min/median/p95/max", [spread(s["turns_per_conversation"]) for s in splits]),
+        ("duplicates: exact / normalised", [f"{sum(map(len, s['duplicates']['exact']))} / {sum(map(len, s['duplicates']['normalized']))}" for s in splits]),
+        ("tokens that carry loss", [pct(s["loss_token_share"]) for s in splits]),
+        ("padding waste: to max_length / packed", [f"{pct(s['padding_waste']['pad_to_max_length'])} / {pct(s['padding_waste']['packing'])}" for s in splits]),
+    ]
+    for label, cells in rows:
+        table.add_row(label, *cells)
+    out.print(table)
+    for s, d in zip(report_.splits, splits):
+        peak = max((b["examples"] for b in d["histogram"]), default=0) or 1
+        out.print(f"\n{s.name}: tokens per example", markup=False)
+        for b in d["histogram"]:
+            out.print(f"  {b['from']:>6}-{b['to']:<6} {'#' * round(40 * b['examples'] / peak):<40} {b['examples']}", markup=False)
+        if d["labels"]:
+            out.print(f"{s.name}: answers form {len(d['labels'])} labels: " + ", ".join(f"{k[:30]!r} {v}" for k, v in d["labels"].items()), markup=False)
+        for kind in ("exact", "normalized"):
+            groups = d["duplicates"][kind]
+            if groups:
+                shown = "; ".join("lines " + ", ".join(map(str, g)) for g in groups[:5])
+                out.print(f"{s.name}: {kind} duplicates: {shown}{' ...' if len(groups) > 5 else ''}", markup=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ftc",
@@ -384,6 +450,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder, e.g. runs/quickstart/20250101-120000")
     p.add_argument("--examples", type=int, default=4, metavar="N", help="held-out examples to verify the merge on (default: 4)")
     p.set_defaults(func=cmd_merge)
+
+    p = verbs.add_parser("data", help="check a spec's data: every bad example as file:line, and a summary")
+    data_verbs = p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+    p = data_verbs.add_parser(
+        "check",
+        help="check every example of the spec's data and summarise it (the checks `ftc compile` runs)",
+        description=(
+            "Check every example of SPEC's data files against its format, tokenize it with the chat template the build "
+            "would lock, and report every problem as file:line: reason. Then summarise: examples per split, tokens per "
+            "example (min, median, p95, max, histogram), what max_length would cut, turns per conversation, duplicates, "
+            "label balance, tokens that carry loss, and padding waste. Exit 1 when there are problems."
+        ),
+    )
+    p.add_argument("spec", help="the spec file, e.g. specs/quickstart.toml")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_data_check)
 
     p = verbs.add_parser("schema", help="print the spec's JSON Schema (for editor completion)")
     p.set_defaults(func=cmd_schema)

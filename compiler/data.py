@@ -1,16 +1,22 @@
-"""Reading examples: JSONL and JSON arrays, streamed, every record tagged with its file line.
+"""Reading examples: JSONL, JSON arrays, CSV and Parquet, streamed, every record tagged with where it is.
 
 This is the one data module that the compiler and the runtime share. It reports problems as
-`file:line: reason` and never drops a record without saying so.
+`file:line: reason` (`file:row N: reason` for Parquet, which has no lines) and never drops a record
+without saying so. A CSV or Parquet row becomes a record the way the generated script makes it, with
+templates/prepare.py's record_from_row.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from ftc.templates.prepare import record_from_row
 
 from .records import record_problems
 
@@ -22,13 +28,30 @@ FORMAT_KEYS: dict[Format, frozenset[str]] = {
     "preference": frozenset({"prompt", "chosen", "rejected"}),
     "text": frozenset({"text"}),
 }
-SUFFIXES = (".jsonl", ".json")
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+Unit = Literal["line", "row"]
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as errors="surrogateescape" keeps them
+
+
+def unit_of(path: str | Path) -> Unit:
+    """What numbers the records of a data file: lines, or rows for Parquet."""
+    return "row" if Path(path).suffix == ".parquet" else "line"
+
+
+def position(number: int, unit: Unit = "line") -> str:
+    """A place in a data file as messages write it after `file:`: `12` for line 12, `row 12` for a row."""
+    return f"row {number}" if unit == "row" else str(number)
 
 
 @dataclass(frozen=True)
 class Record:
-    line: int  # 1-based line in the source file where the record starts
+    line: int  # 1-based line in the source file where the record starts; for Parquet, the 1-based row
     value: Any
+    unit: Unit = "line"
+
+    @property
+    def where(self) -> str:
+        return position(self.line, self.unit)
 
 
 @dataclass(frozen=True)
@@ -37,9 +60,10 @@ class DataProblem:
     line: int
     message: str
     hint: str | None = None
+    unit: Unit = "line"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        return f"{self.file}:{position(self.line, self.unit)}: {self.message}"
 
 
 class DataError(Exception):
@@ -49,11 +73,16 @@ class DataError(Exception):
 
 
 def iter_records(path: Path, display: str | None = None) -> Iterator[Record | DataProblem]:
-    """Yield every record of a .jsonl or .json (array) file, or a DataProblem where one is broken."""
+    """Yield every record of a .jsonl, .json (array), .csv or .parquet file, or a DataProblem where one is broken."""
     display = display or str(path)
     if path.suffix == ".jsonl":
-        with path.open("r", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield DataProblem(display, number, f"not UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}", "save the file as UTF-8")
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -62,8 +91,12 @@ def iter_records(path: Path, display: str | None = None) -> Iterator[Record | Da
                     yield DataProblem(display, number, f"invalid JSON: {exc.msg} (column {exc.colno})", "each line of a .jsonl file must be one complete JSON object")
     elif path.suffix == ".json":
         yield from _iter_json_array(path, display)
+    elif path.suffix == ".csv":
+        yield from _iter_csv(path, display)
+    elif path.suffix == ".parquet":
+        yield from _iter_parquet(path, display)
     else:
-        yield DataProblem(display, 1, f"unsupported file type {path.suffix!r}", "use .jsonl or .json")
+        yield DataProblem(display, 1, f"unsupported file type {path.suffix!r}", "use .jsonl, .json, .csv or .parquet")
 
 
 def _iter_json_array(path: Path, display: str) -> Iterator[Record | DataProblem]:
@@ -85,6 +118,84 @@ def _iter_json_array(path: Path, display: str) -> Iterator[Record | DataProblem]
         i = _skip_ws(text, i)
         if i < len(text) and text[i] == ",":
             i = _skip_ws(text, i + 1)
+
+
+def _iter_csv(path: Path, display: str) -> Iterator[Record | DataProblem]:
+    """The rows of a CSV file under its header row, each with the line it starts on (the header is line 1).
+
+    The stdlib csv reader is used rather than datasets.Dataset.from_csv, which parses with pandas and keeps no
+    line numbers. Fed one physical line at a time, the reader shows which lines each row took, so a row with a
+    quoted cell that spans lines is still named by its first line. Bytes that are not UTF-8 are kept as escapes
+    while reading, and reported at their own line.
+    """
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        taken: list[str] = []  # the physical lines of the row being read
+
+        def lines() -> Iterator[str]:
+            for text in fh:
+                taken.append(text)
+                yield text
+
+        reader = csv.reader(lines())
+        header: list[str] | None = None
+        while True:
+            taken.clear()
+            try:
+                row = next(reader, None)
+            except csv.Error as exc:
+                yield DataProblem(display, reader.line_num, f"invalid CSV: {exc}", "fix the quoting of this row")
+                return
+            if row is None:
+                return
+            start = reader.line_num - len(taken) + 1
+            bad = _not_utf8(display, start, taken)
+            if bad is not None:
+                yield bad
+                if header is None:
+                    return
+            elif header is None:
+                header = row
+                if not header or len(set(header)) != len(header):
+                    yield DataProblem(display, start, "the header row must name each column once", "start the file with a row like: prompt,completion")
+                    return
+            elif not row:
+                continue  # a blank line
+            elif len(row) != len(header):
+                yield DataProblem(display, start, f"row has {len(row)} cells, the header has {len(header)}", "quote a cell that holds a comma or a line break")
+            else:
+                yield _table_record(display, start, dict(zip(header, row)), "line")
+
+
+def _not_utf8(display: str, start: int, lines: list[str]) -> DataProblem | None:
+    for number, text in enumerate(lines, start=start):
+        found = _NOT_UTF8.search(text)
+        if found:
+            byte = ord(found.group()) - 0xDC00
+            return DataProblem(display, number, f"invalid UTF-8: byte 0x{byte:02x} (column {found.start() + 1})", "save the file as UTF-8")
+    return None
+
+
+def _iter_parquet(path: Path, display: str) -> Iterator[Record | DataProblem]:
+    """The rows of a Parquet file, numbered from 1 (a columnar file has no lines). Read in batches with pyarrow,
+    which datasets reads Parquet with, so a large file is never held whole."""
+    import pyarrow
+    import pyarrow.parquet
+
+    number = 0
+    try:
+        for batch in pyarrow.parquet.ParquetFile(path).iter_batches():
+            for row in batch.to_pylist():
+                number += 1
+                yield _table_record(display, number, row, "row")
+    except (pyarrow.ArrowException, OSError, UnicodeDecodeError) as exc:
+        yield DataProblem(display, number + 1, f"cannot read the Parquet file: {exc}", "check that it is a complete Parquet file", "row")
+
+
+def _table_record(display: str, number: int, row: dict[str, Any], unit: Unit) -> Record | DataProblem:
+    try:
+        return Record(number, record_from_row(row), unit)
+    except ValueError as exc:
+        return DataProblem(display, number, str(exc), "a messages cell holds the list of messages as JSON text", unit)
 
 
 def _skip_ws(text: str, i: int) -> int:
@@ -127,15 +238,15 @@ def survey(path: Path, display: str) -> Survey:
             fmt = found
         if found is None:
             problems.append(
-                DataProblem(display, item.line, _describe_unknown(item.value), "see `format` in the spec reference")
+                DataProblem(display, item.line, _describe_unknown(item.value), "see `format` in the spec reference", item.unit)
             )
         elif found != fmt:
             problems.append(
-                DataProblem(display, item.line, f"record is {found} data, but the file is {fmt} data", "every record of a file must have the same format")
+                DataProblem(display, item.line, f"record is {found} data, but the file is {fmt} data", "every record of a file must have the same format", item.unit)
             )
         else:
             found_problems = record_problems(item.value, found)
-            problems.extend(DataProblem(display, item.line, message, hint) for message, hint in found_problems)
+            problems.extend(DataProblem(display, item.line, message, hint, item.unit) for message, hint in found_problems)
             count += not found_problems
     return Survey(fmt, count, tuple(problems))
 

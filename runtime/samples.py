@@ -157,7 +157,7 @@ def compare_answers(
     for record in examples.records:
         prompt = prompt_of(record.value, fmt, tokenizer, chat_template)
         if prompt is not None:
-            prompts.append((f"{examples.path}:{record.line}", prompt))
+            prompts.append((f"{examples.path}:{record.where}", prompt))
     rows: list[dict[str, str]] = []
     if prompts:
         texts = [p.text for _, p in prompts]

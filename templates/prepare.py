@@ -2,6 +2,7 @@
 # mask[i] == 1 means token i carries loss. Without generation markers in the chat template, an
 # assistant span is found by rendering the conversation up to the turn (with the generation prompt) and
 # up to the end of the turn: the span between the two renders is the answer plus its end-of-turn token.
+import json
 import random
 
 
@@ -97,4 +98,32 @@ def fit_length(ids, mask, max_length, policy):
     if policy == "drop":
         return None
     raise ValueError(f"example has {len(ids)} tokens, more than max_length = {max_length}")
+
+
+CONVERSATION_COLUMNS = ("messages", "prompt", "completion", "chosen", "rejected")
+
+
+def record_from_row(row):
+    """A CSV or Parquet row (column -> cell) as a record. A messages cell of text is JSON, decoded. In the other
+    columns, text that is a JSON list of messages (objects with a role) is decoded, and other text (a prompt
+    like "[urgent] ...") stays text. In a Parquet list of structs every message has every field: a null field
+    is one the message does not have."""
+    record = dict(row)
+    for column in CONVERSATION_COLUMNS:
+        cell = record.get(column)
+        if isinstance(cell, list):
+            record[column] = [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in cell]
+        elif column == "messages" and isinstance(cell, str) and cell.strip():
+            try:
+                record[column] = json.loads(cell)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"the messages cell is not JSON: {exc.msg} (character {exc.pos + 1})") from None
+        elif isinstance(cell, str) and cell.lstrip().startswith("["):
+            try:
+                value = json.loads(cell)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):
+                record[column] = value
+    return record
 # ---- end of ftc data preparation ----

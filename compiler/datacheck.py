@@ -1,0 +1,240 @@
+"""`ftc data check SPEC`: every problem of the spec's data as file:line, and what the data looks like.
+
+The checks are the compiler's (`ftc compile` runs the same ones and refuses to build on errors): each record
+against its format (records.py), then tokenization with the locked chat template, the overlong policy and
+the loss mask (tokens.py, which shares templates/prepare.py with the generated script). On top, the report
+measures what a practitioner looks at before training: examples per split, tokens per example and their
+spread, what the overlong policy would cut, turns per conversation, duplicates (exact, and after
+whitespace/case normalisation), the balance of answers when they form a small set of labels, the share of
+tokens that carry loss, and the padding that padding to max_length would waste next to packing's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .build import _is_hub, chat_template_for, split_records_of
+from .checks import validate
+from .data import DataProblem, position, survey, unit_of
+from .diagnostics import Diagnostic, errors
+from .hashing import FileHasher
+from .inputs import InputError, resolve_model
+from .modelinfo import load_tokenizer, tokenizer_info
+from .packing import predict_packed_count
+from .plan import PACKING_STRATEGY
+from .tokens import SplitStats, measure
+from .validate import LoadedSpec, display_path
+
+LABEL_SET_LIMIT = 20  # answers that take at most this many distinct values are treated as labels
+IMBALANCE_SHARE = 0.8  # one label with more than this share of the examples is heavy imbalance
+HISTOGRAM_BINS = 10
+
+
+@dataclass
+class SplitReport:
+    name: str
+    file: str
+    stats: SplitStats
+    turns: list[int] = field(default_factory=list)
+    exact_duplicates: list[list[int]] = field(default_factory=list)  # groups of source lines
+    normalized_duplicates: list[list[int]] = field(default_factory=list)
+    labels: dict[str, int] | None = None
+
+    def as_dict(self, max_length: int, packing_strategy: str) -> dict[str, Any]:
+        s = self.stats
+        lengths = sorted(s.lengths)
+        out: dict[str, Any] = {
+            "file": self.file,
+            "records": s.records,
+            "examples": s.examples,
+            "tokens": s.tokens,
+            "loss_tokens": s.loss_tokens,
+            "loss_token_share": _ratio(s.loss_tokens, s.tokens),
+            "tokens_per_example": _spread(lengths),
+            "histogram": histogram(lengths, max_length),
+            "overlong": {"error": len(s.overlong), "dropped": len(s.dropped), "truncated": len(s.truncated)},
+            "overlong_share": _ratio(len(s.overlong) + len(s.dropped) + len(s.truncated), s.records),
+            "turns_per_conversation": _spread(sorted(self.turns)) if self.turns else None,
+            "duplicates": {"exact": self.exact_duplicates, "normalized": self.normalized_duplicates},
+            "labels": self.labels,
+            "padding_waste": padding_waste(lengths, max_length, packing_strategy),
+        }
+        return out
+
+
+@dataclass
+class DataReport:
+    spec: str
+    format: str | None
+    max_length: int
+    packing_strategy: str
+    diagnostics: list[Diagnostic]  # the spec's own, and warnings about the data as a whole
+    problems: list[DataProblem]  # every bad record, file:line
+    splits: list[SplitReport]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not errors(self.diagnostics) and not any(
+            s.stats.overlong or s.stats.no_loss or s.stats.failed for s in self.splits
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "format": self.format,
+            "ok": self.ok,
+            "errors": [str(p) for p in self.problems] + [d.headline() for d in errors(self.diagnostics)] + token_errors(self.splits),
+            "warnings": [d.headline() for d in self.diagnostics if not d.is_error],
+            "splits": {s.name: s.as_dict(self.max_length, self.packing_strategy) for s in self.splits},
+        }
+
+
+def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
+    loaded, diags, summary = validate(spec_path)
+    if loaded is None:
+        return DataReport(str(spec_path), None, 0, "bfd", diags, [], [])
+    d = loaded.spec.data
+    strategy = PACKING_STRATEGY
+    record_line = re.compile(r"^\S+:(row )?\d+: ")
+    spec_diags = [x for x in diags if not record_line.match(x.message)]  # record problems are listed in full below
+    problems: list[DataProblem] = []
+    for key in ("train", "validation"):
+        rel = getattr(d, key)
+        path = loaded.resolve(rel) if rel else None
+        if path is not None and path.is_file():
+            problems += survey(path, display_path(path)).problems
+    report = DataReport(display_path(spec_path), summary.format if summary else None, d.max_length, strategy, spec_diags, problems, [])
+    if summary is None or errors(spec_diags):
+        return report
+    try:
+        with FileHasher() as hasher:
+            source = resolve_model(loaded.spec.model.base, loaded.spec.model.revision, loaded.base_dir, root, hasher, _is_hub(loaded))
+    except InputError as exc:
+        report.diagnostics.append(loaded.diag(exc.key, exc.message, exc.hint))
+        return report
+    tokenizer = load_tokenizer(source)
+    chat_template, _ = chat_template_for(loaded, tokenizer_info(tokenizer), root)
+    fmt = summary.format or "chat"
+    named = split_records_of(loaded)
+    for split, (key, records) in named.items():
+        display = display_path(loaded.resolve(getattr(d, key)))
+        tick = progress(f"tokenizing {split}", len(records)) if progress else None
+        stats = measure(split, records, tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
+        report.splits.append(describe_split(split, display, records, stats, fmt))
+    report.diagnostics += data_warnings(loaded, report.splits, named)
+    return report
+
+
+def describe_split(name: str, display: str, records: list, stats: SplitStats, fmt: str) -> SplitReport:
+    report = SplitReport(name, display, stats)
+    if fmt == "chat":
+        report.turns = [len(r.value["messages"]) for r in records if isinstance(r.value.get("messages"), list)]
+    report.exact_duplicates = duplicate_groups(records, exact=True)
+    report.normalized_duplicates = duplicate_groups(records, exact=False)
+    answers = [a for a in (final_answer(r.value, fmt) for r in records) if a is not None]
+    counts = Counter(answers)
+    if answers and len(counts) <= LABEL_SET_LIMIT and len(counts) < len(answers):
+        report.labels = dict(counts.most_common())
+    return report
+
+
+def final_answer(value: dict[str, Any], fmt: str) -> str | None:
+    """What the example teaches the model to say: the last assistant turn, the completion, or the chosen answer."""
+    if fmt == "chat":
+        answers = [m.get("content") for m in value.get("messages", []) if isinstance(m, dict) and m.get("role") == "assistant"]
+        answer = answers[-1] if answers else None
+    else:
+        answer = value.get("completion" if fmt == "completion" else "chosen" if fmt == "preference" else "text")
+    if isinstance(answer, list):
+        answer = json.dumps(answer, sort_keys=True)
+    return answer.strip() if isinstance(answer, str) else None
+
+
+def normalize(value: Any) -> Any:
+    """Case-folded strings with whitespace runs collapsed, all the way down."""
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    if isinstance(value, dict):
+        return {k: normalize(v) for k, v in value.items()}
+    return value
+
+
+def duplicate_groups(records: list, exact: bool) -> list[list[int]]:
+    """Source lines of records that repeat (each group has two or more), in file order."""
+    seen: dict[str, list[int]] = {}
+    for r in records:
+        key = json.dumps(r.value if exact else normalize(r.value), sort_keys=True)
+        seen.setdefault(key, []).append(r.line)
+    return [lines for lines in seen.values() if len(lines) > 1]
+
+
+def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], named: dict[str, tuple[str, list]]) -> list[Diagnostic]:
+    out = []
+    for s in splits:
+        if s.labels:
+            top, count = next(iter(s.labels.items()))
+            total = sum(s.labels.values())
+            if count / total > IMBALANCE_SHARE:
+                out.append(loaded.diag(
+                    f"data.{'train' if s.name == 'train' else 'validation'}",
+                    f"heavy imbalance in {s.name}: {count} of {total} answers ({count / total:.0%}) are {top[:40]!r}",
+                    "a model can score well by always giving that answer; balance the labels or weigh the rare ones",
+                    severity="warning",
+                ))
+    if "train" in named and "validation" in named:
+        train_keys = {json.dumps(normalize(r.value), sort_keys=True) for r in named["train"][1]}
+        shared = [r.line for r in named["validation"][1] if json.dumps(normalize(r.value), sort_keys=True) in train_keys]
+        if shared:
+            out.append(loaded.diag(
+                "data.validation",
+                f"{len(shared)} validation example(s) also appear in train (after whitespace/case normalisation), lines {', '.join(map(str, shared[:10]))}{' ...' if len(shared) > 10 else ''}",
+                "validation must be held out: remove them from one side, or the validation loss flatters the model",
+                severity="warning",
+            ))
+    return out
+
+
+def token_errors(splits: list[SplitReport]) -> list[str]:
+    out = []
+    for s in splits:
+        at = lambda line: f"{s.file}:{position(line, unit_of(s.file))}"  # noqa: E731
+        out += [f"{at(line)}: {n} tokens, more than max_length" for line, n in s.stats.overlong]
+        out += [f"{at(line)}: no token carries loss" for line in s.stats.no_loss]
+        out += [f"{at(line)}: cannot be tokenized: {why}" for line, why in s.stats.failed]
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _spread(values: list[int]) -> dict[str, float] | None:
+    if not values:
+        return None
+    p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
+    return {"min": values[0], "median": statistics.median(values), "p95": p95, "max": values[-1]}
+
+
+def histogram(lengths: list[int], max_length: int) -> list[dict[str, int]]:
+    """Counts of example lengths in HISTOGRAM_BINS equal bins up to max_length."""
+    width = max(1, -(-max_length // HISTOGRAM_BINS))
+    counts = Counter(min(n // width, HISTOGRAM_BINS - 1) for n in lengths)
+    return [{"from": i * width, "to": min((i + 1) * width, max_length), "examples": counts.get(i, 0)} for i in range(HISTOGRAM_BINS)]
+
+
+def padding_waste(lengths: list[int], max_length: int, strategy: str) -> dict[str, float | None]:
+    """Share of the sequence slots that would hold padding: padding every example to max_length, or packing."""
+    tokens = sum(min(n, max_length) for n in lengths)
+    packed = predict_packed_count(lengths, max_length, strategy) if lengths else 0
+    return {
+        "pad_to_max_length": _ratio(len(lengths) * max_length - tokens, len(lengths) * max_length),
+        "packing": _ratio(packed * max_length - tokens, packed * max_length),
+    }
