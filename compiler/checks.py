@@ -253,7 +253,7 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
             diags.append(loaded.diag(f"data.{key}", f"... and {len(result.problems) - 20} more problems in {rel}", "run `ftc data check` for the full list"))
         found[key] = (result.format, result.records)
         if result.records == 0 and not result.problems:
-            diags.append(loaded.diag(f"data.{key}", f"{rel} holds no examples", "add examples, one JSON object per line"))
+            diags.append(loaded.diag(f"data.{key}", f"{rel} holds no examples", "add examples (in a .jsonl file, one JSON object per line)"))
     if "train" not in found:
         return diags, None
     fmt, n_train = found["train"]

@@ -11,17 +11,21 @@ tokens that carry loss, and the padding that padding to max_length would waste n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import statistics
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .build import _is_hub, chat_template_for, split_records_of
+from ftc.templates import prepare
+
+from .build import _is_hub, chat_template_for
 from .checks import validate
-from .data import DataProblem, position, survey, unit_of
+from .data import DataProblem, Record, iter_records, position, survey, unit_of
 from .diagnostics import Diagnostic, errors
 from .hashing import FileHasher
 from .inputs import InputError, resolve_model
@@ -121,27 +125,83 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
     tokenizer = load_tokenizer(source)
     chat_template, _ = chat_template_for(loaded, tokenizer_info(tokenizer), root)
     fmt = summary.format or "chat"
-    named = split_records_of(loaded)
-    for split, (key, records) in named.items():
+    train_digests: set[bytes] = set()
+    overlap: list[int] = []
+    for split, key, records in streamed_splits(loaded):
         display = display_path(loaded.resolve(getattr(d, key)))
-        tick = progress(f"tokenizing {split}", len(records)) if progress else None
-        stats = measure(split, records, tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
-        report.splits.append(describe_split(split, display, records, stats, fmt))
-    report.diagnostics += data_warnings(loaded, report.splits, named)
+        tick = progress(f"tokenizing {split}", None) if progress else None
+        collector = SplitCollector(fmt)
+        stats = measure(split, collector.watch(records), tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
+        report.splits.append(collector.report(split, display, stats))
+        if split == "train":
+            train_digests = set(collector.normalized)
+        else:
+            overlap = sorted(line for digest, lines in collector.normalized.items() if digest in train_digests for line in lines)
+    report.diagnostics += data_warnings(loaded, report.splits, overlap)
     return report
 
 
-def describe_split(name: str, display: str, records: list, stats: SplitStats, fmt: str) -> SplitReport:
-    report = SplitReport(name, display, stats)
-    if fmt == "chat":
-        report.turns = [len(r.value["messages"]) for r in records if isinstance(r.value.get("messages"), list)]
-    report.exact_duplicates = duplicate_groups(records, exact=True)
-    report.normalized_duplicates = duplicate_groups(records, exact=False)
-    answers = [a for a in (final_answer(r.value, fmt) for r in records) if a is not None]
-    counts = Counter(answers)
-    if answers and len(counts) <= LABEL_SET_LIMIT and len(counts) < len(answers):
-        report.labels = dict(counts.most_common())
-    return report
+def streamed_splits(loaded: LoadedSpec) -> Iterator[tuple[str, str, Iterator[Record]]]:
+    """(split, spec key, its records read one at a time): nothing holds a whole file. A validation_split
+    counts the records first, then takes the same seeded share the compiler and the script take."""
+    d = loaded.spec.data
+
+    def read(key: str) -> Iterator[Record]:
+        path = loaded.resolve(getattr(d, key))
+        return (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
+
+    if d.validation_split is None:
+        yield "train", "train", read("train")
+        if d.validation is not None:
+            yield "validation", "validation", read("validation")
+        return
+    count = sum(1 for _ in read("train"))
+    held = set(prepare.held_out_indices(count, d.validation_split, loaded.spec.project.seed))
+    yield "train", "train", (r for i, r in enumerate(read("train")) if i not in held)
+    yield "validation", "train", (r for i, r in enumerate(read("train")) if i in held)
+
+
+def _digest(value: Any) -> bytes:
+    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).digest()
+
+
+class SplitCollector:
+    """What the summary needs of each record, kept small: turn counts, 16-byte digests for duplicates, and
+    answer counts only while the answers still look like a small set of labels."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.turns: list[int] = []
+        self.exact: dict[bytes, list[int]] = {}
+        self.normalized: dict[bytes, list[int]] = {}
+        self.answers: Counter[str] | None = Counter()
+        self.answered = 0
+
+    def watch(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            self.add(record)
+            yield record
+
+    def add(self, record: Record) -> None:
+        value = record.value
+        if self.fmt == "chat" and isinstance(value, dict) and isinstance(value.get("messages"), list):
+            self.turns.append(len(value["messages"]))
+        self.exact.setdefault(_digest(value), []).append(record.line)
+        self.normalized.setdefault(_digest(normalize(value)), []).append(record.line)
+        answer = final_answer(value, self.fmt) if isinstance(value, dict) else None
+        if answer is not None and self.answers is not None:
+            self.answered += 1
+            self.answers[answer] += 1
+            if len(self.answers) > LABEL_SET_LIMIT:
+                self.answers = None  # free text, not labels
+
+    def report(self, name: str, display: str, stats: SplitStats) -> SplitReport:
+        report = SplitReport(name, display, stats, turns=self.turns)
+        report.exact_duplicates = [lines for lines in self.exact.values() if len(lines) > 1]
+        report.normalized_duplicates = [lines for lines in self.normalized.values() if len(lines) > 1]
+        if self.answers and len(self.answers) < self.answered:
+            report.labels = dict(self.answers.most_common())
+        return report
 
 
 def final_answer(value: dict[str, Any], fmt: str) -> str | None:
@@ -167,16 +227,7 @@ def normalize(value: Any) -> Any:
     return value
 
 
-def duplicate_groups(records: list, exact: bool) -> list[list[int]]:
-    """Source lines of records that repeat (each group has two or more), in file order."""
-    seen: dict[str, list[int]] = {}
-    for r in records:
-        key = json.dumps(r.value if exact else normalize(r.value), sort_keys=True)
-        seen.setdefault(key, []).append(r.line)
-    return [lines for lines in seen.values() if len(lines) > 1]
-
-
-def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], named: dict[str, tuple[str, list]]) -> list[Diagnostic]:
+def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], overlap: list[int]) -> list[Diagnostic]:
     out = []
     for s in splits:
         if s.labels:
@@ -189,16 +240,13 @@ def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], named: dict[str
                     "a model can score well by always giving that answer; balance the labels or weigh the rare ones",
                     severity="warning",
                 ))
-    if "train" in named and "validation" in named:
-        train_keys = {json.dumps(normalize(r.value), sort_keys=True) for r in named["train"][1]}
-        shared = [r.line for r in named["validation"][1] if json.dumps(normalize(r.value), sort_keys=True) in train_keys]
-        if shared:
-            out.append(loaded.diag(
-                "data.validation",
-                f"{len(shared)} validation example(s) also appear in train (after whitespace/case normalisation), lines {', '.join(map(str, shared[:10]))}{' ...' if len(shared) > 10 else ''}",
-                "validation must be held out: remove them from one side, or the validation loss flatters the model",
-                severity="warning",
-            ))
+    if overlap:
+        out.append(loaded.diag(
+            "data.validation",
+            f"{len(overlap)} validation example(s) also appear in train (after whitespace/case normalisation), lines {', '.join(map(str, overlap[:10]))}{' ...' if len(overlap) > 10 else ''}",
+            "validation must be held out: remove them from one side, or the validation loss flatters the model",
+            severity="warning",
+        ))
     return out
 
 
