@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .checks import validate
+from .clean import REPORT_NAME as CLEANING_REPORT
+from .clean import Cleaning, clean_records, jsonl
 from .data import position, unit_of
 from .diagnostics import Diagnostic, SpecError, errors
 from .hashing import FileHasher, sha256_text
@@ -107,7 +109,8 @@ def compile_build(
     if chat_template is None and fmt in ("chat", "preference"):
         raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
 
-    splits, problems = _measure_splits(loaded, fmt, tokenizer, chat_template, progress)
+    data_records = cleaned_files(loaded, root)
+    splits, problems = _measure_splits(loaded, fmt, tokenizer, chat_template, progress, data_records)
     warnings += [d for d in problems if not d.is_error]
     if errors(problems):
         raise SpecError([*warnings, *errors(problems)])
@@ -137,17 +140,29 @@ def compile_build(
         packages=packages if packages is not None else installed_versions(),
     )
     plan = resolve(spec, measured)
+    cleaning = Cleaning.of(spec.data)
+    cleaned: dict[str, str] = {}
+    if cleaning.active:
+        report = [entry for _, entries in data_records.values() for entry in entries]
+        plan["data"]["cleaning"] = {
+            **cleaning.as_dict(),
+            "removed": sum(e["action"] == "removed" for e in report),
+            "changed": sum(e["action"] == "changed" for e in report),
+            "report": CLEANING_REPORT,
+        }
+        cleaned = {f"data/{key}.jsonl": jsonl([r.value for r in records]) for key, (records, _) in data_records.items()}
+        cleaned[CLEANING_REPORT] = jsonl(report)
     launch = launch_templates(plan["hardware"])
     plan["inputs"]["templates"] = template_hashes(TEMPLATES[family] + sorted(launch.values()))
     directory = build_dir(spec.project.name, root)
     context = {
         "plan": plan,
         "plan_hash": plan_hash(plan),
-        "paths": script_paths(plan, directory, root),
+        "paths": script_paths(plan, directory, root, data={key: f"data/{key}.jsonl" for key in data_records} if cleaning.active else None),
         "template": TEMPLATES[family][0],
     }
     script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
-    files = {SCRIPT_NAME: script, CHAT_TEMPLATE_NAME: chat_template or ""}
+    files = {SCRIPT_NAME: script, CHAT_TEMPLATE_NAME: chat_template or "", **cleaned}
     for name, template in launch.items():
         files[name] = render_text(template, context)
     plan["artifacts"] = {name: sha256_text(text) for name, text in sorted(files.items())}
@@ -192,28 +207,40 @@ def script_paths(plan: dict[str, Any], script_dir: Path, root: Path, data: dict[
     return paths
 
 
-def split_records_of(loaded: LoadedSpec) -> dict[str, tuple[str, list]]:
+def cleaned_files(loaded: LoadedSpec, root: Path) -> dict[str, tuple[list, list[dict[str, Any]]]]:
+    """Each data file's records (by spec key), cleaned as the spec asks, with the cleaning report's entries
+    (which name the file as the lock does, relative to the project root)."""
+    d = loaded.spec.data
+    cleaning = Cleaning.of(d)
+    out = {}
+    for key in ("train", "validation"):
+        if getattr(d, key) is not None:
+            path = loaded.resolve(getattr(d, key))
+            records, _ = read_records(path, display_path(path))
+            out[key] = clean_records(records, cleaning, relative_to_root(path, root)) if cleaning.active else (records, [])
+    return out
+
+
+def split_records_of(loaded: LoadedSpec, files: dict[str, tuple[list, list]]) -> dict[str, tuple[str, list]]:
     """Each split's records and the spec key of the file they come from (a validation_split holds out a
-    seeded share of train)."""
+    seeded share of train, after cleaning)."""
     spec = loaded.spec
     d = spec.data
-    train_path = loaded.resolve(d.train)
-    records, _ = read_records(train_path, display_path(train_path))
+    records = files["train"][0]
     named: dict[str, tuple[str, list]] = {"train": ("train", records)}
     if d.validation_split is not None:
         train, held = split_records(records, d.validation_split, spec.project.seed)
         named = {"train": ("train", train), "validation": ("train", held)}
     elif d.validation is not None:
-        val_path = loaded.resolve(d.validation)
-        named["validation"] = ("validation", read_records(val_path, display_path(val_path))[0])
+        named["validation"] = ("validation", files["validation"][0])
     return named
 
 
-def _measure_splits(loaded: LoadedSpec, fmt: str, tokenizer, chat_template, progress: Tick | None) -> tuple[dict[str, SplitStats], list[Diagnostic]]:
+def _measure_splits(loaded: LoadedSpec, fmt: str, tokenizer, chat_template, progress: Tick | None, files) -> tuple[dict[str, SplitStats], list[Diagnostic]]:
     d = loaded.spec.data
     stats: dict[str, SplitStats] = {}
     problems: list[Diagnostic] = []
-    for split, (key, recs) in split_records_of(loaded).items():
+    for split, (key, recs) in split_records_of(loaded, files).items():
         file_display = display_path(loaded.resolve(getattr(d, key)))
         tick = progress(f"tokenizing {split}", len(recs)) if progress else None
         s = measure(split, recs, tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .clean import Cleaning, clean_value
 from .data import SUFFIXES, Format, survey
 from .diagnostics import Diagnostic
 from .gates import GRAMMAR, parse_gate
@@ -241,7 +242,8 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
         if path.suffix not in SUFFIXES:
             diags.append(loaded.diag(f"data.{key}", f"unsupported data file type {path.suffix!r}", "use .jsonl (one JSON object per line), .json (an array), .csv (a header row naming the columns) or .parquet"))
             continue
-        result = survey(path, display_path(path))
+        cleaning = Cleaning.of(d)
+        result = survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None)
         declared = expected or (found["train"][0] if "train" in found else None)
         if declared is not None and result.format is not None and result.format != declared:
             what = f"format = {declared!r}" if expected else f"{d.train} holds {declared} data"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -224,8 +224,9 @@ class Survey:
     problems: tuple[DataProblem, ...]
 
 
-def survey(path: Path, display: str) -> Survey:
-    """Count the records of a data file and check each one against the format of its first record."""
+def survey(path: Path, display: str, transform: Callable[[Any], Any] | None = None) -> Survey:
+    """Count the records of a data file and check each one against the format of its first record. `transform`
+    (the spec's cleaning) is applied to each record before it is checked, as it is before training."""
     fmt: Format | None = None
     count = 0
     problems: list[DataProblem] = []
@@ -233,6 +234,8 @@ def survey(path: Path, display: str) -> Survey:
         if isinstance(item, DataProblem):
             problems.append(item)
             continue
+        if transform is not None:
+            item = Record(item.line, transform(item.value), item.unit)
         found = detect_format(item.value)
         if fmt is None:
             fmt = found

@@ -25,6 +25,7 @@ from ftc.templates import prepare
 
 from .build import _is_hub, chat_template_for
 from .checks import validate
+from .clean import Cleaning, clean_value
 from .data import DataProblem, Record, iter_records, position, survey, unit_of
 from .diagnostics import Diagnostic, errors
 from .hashing import FileHasher
@@ -112,7 +113,8 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
         rel = getattr(d, key)
         path = loaded.resolve(rel) if rel else None
         if path is not None and path.is_file():
-            problems += survey(path, display_path(path)).problems
+            cleaning = Cleaning.of(d)
+            problems += survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None).problems
     report = DataReport(display_path(spec_path), summary.format if summary else None, d.max_length, strategy, spec_diags, problems, [])
     if summary is None or errors(spec_diags):
         return report

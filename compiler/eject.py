@@ -47,7 +47,7 @@ def eject(build: Path, dest: Path) -> Ejected:
     root = build.resolve().parent.parent  # builds live in <root>/build/<name>/, and lock paths are root-relative
     template = TEMPLATES["dpo" if lock["method"]["kind"] == "dpo" else "sft"][0]
     _check_templates(lock)
-    copies = _data_copies(lock, root)
+    copies = _cleaned_copies(lock, build) if lock["data"].get("cleaning") else _data_copies(lock, root)
     chat_template = _chat_template(lock, build)
     context = {
         "plan": {k: v for k, v in lock.items() if k != "artifacts"},
@@ -105,6 +105,18 @@ def _data_copies(lock: dict[str, Any], root: Path) -> dict[str, Path]:
             if hasher.sha256(source) != entry["sha256"]:
                 raise EjectError(f"{split} data {entry['path']} changed since the build was compiled; run `ftc compile {lock['inputs']['spec']['path']}` first")
             copies[f"data/{split}{source.suffix}"] = source
+    return copies
+
+
+def _cleaned_copies(lock: dict[str, Any], build: Path) -> dict[str, Path]:
+    """data/<split>.jsonl -> the build's cleaned copy (what the build trains on), checked against the lock."""
+    copies = {}
+    for split in sorted(lock["inputs"]["data"]):
+        name = f"data/{split}.jsonl"
+        source = build / name
+        if not source.is_file() or sha256_text(source.read_text(encoding="utf-8")) != lock["artifacts"].get(name):
+            raise EjectError(f"the build's cleaned {name} is missing or was changed; run `ftc compile {lock['inputs']['spec']['path']}` first")
+        copies[name] = source
     return copies
 
 

@@ -185,6 +185,13 @@ def _data(lock: dict[str, Any]) -> tuple[str, Rows]:
     rows.append(("settings", f"max_length {d['max_length']}, overlong {d['overlong']}, train on {d['train_on']}, packing {packing}"))
     if d.get("system_prompt"):
         rows.append(("system prompt", repr(d["system_prompt"])))
+    if d.get("cleaning"):
+        c = d["cleaning"]
+        steps = [f"dedup {c['dedup']}"] if c["dedup"] != "none" else []
+        steps += ["drop empty turns"] if c["drop_empty_turns"] else []
+        steps += [f"Unicode {c['normalize_unicode']}"] if c["normalize_unicode"] != "none" else []
+        steps += ["strip whitespace"] if c["strip_whitespace"] else []
+        rows.append(("cleaning", f"{', '.join(steps)}: {c['removed']} removed, {c['changed']} changed, each listed in {c['report']}"))
     validation = d["validation"]
     if validation["source"] == "split":
         rows.append(("validation", f"{validation['split']:g} of the train file held out (seed {validation['seed']})"))

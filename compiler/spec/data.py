@@ -66,3 +66,23 @@ class Data(SpecModel):
         default=None,
         description="System turn to prepend when completion data is converted to chat. Unset adds none.",
     )
+    dedup: Literal["none", "exact", "normalized"] = Field(
+        default="none",
+        description=(
+            "Remove repeated examples within each data file, keeping the first: 'exact' compares the records as "
+            "they are, 'normalized' after case folding and collapsing whitespace. Every removal is listed, with "
+            "its line and the line it repeats, in the build's data/cleaning-report.jsonl."
+        ),
+    )
+    drop_empty_turns: bool = Field(
+        default=False,
+        description="Remove chat turns whose content is empty or whitespace (listed in the cleaning report).",
+    )
+    normalize_unicode: Literal["none", "NFC", "NFKC"] = Field(
+        default="none",
+        description="Unicode-normalise every string of every example (NFC composes; NFKC also folds compatibility forms).",
+    )
+    strip_whitespace: bool = Field(
+        default=False,
+        description="Strip leading and trailing whitespace from every string of every example.",
+    )
