@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .checks import validate
 from .clean import REPORT_NAME as CLEANING_REPORT
-from .clean import Cleaning, clean_records, jsonl
+from .clean import Cleaning, clean_records, jsonl, to_chat
 from .data import position, unit_of
 from .diagnostics import Diagnostic, SpecError, errors
 from .hashing import FileHasher, sha256_text
@@ -105,7 +105,7 @@ def compile_build(
     tokenizer = load_tokenizer(source)
     tok = tokenizer_info(tokenizer)
     chat_template, template_source = chat_template_for(loaded, tok, root)
-    fmt = summary.format or "chat"
+    fmt = "chat" if spec.data.convert_to == "chat" else summary.format or "chat"
     if chat_template is None and fmt in ("chat", "preference"):
         raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
 
@@ -141,7 +141,12 @@ def compile_build(
     )
     plan = resolve(spec, measured)
     cleaning = Cleaning.of(spec.data)
+    rewritten = cleaning.active or spec.data.convert_to is not None  # the build trains on its own copy of the data
     cleaned: dict[str, str] = {}
+    if spec.data.convert_to:
+        plan["data"]["converted_from"] = summary.format
+    if rewritten:
+        cleaned = {f"data/{key}.jsonl": jsonl([r.value for r in records]) for key, (records, _) in data_records.items()}
     if cleaning.active:
         report = [entry for _, entries in data_records.values() for entry in entries]
         plan["data"]["cleaning"] = {
@@ -150,7 +155,6 @@ def compile_build(
             "changed": sum(e["action"] == "changed" for e in report),
             "report": CLEANING_REPORT,
         }
-        cleaned = {f"data/{key}.jsonl": jsonl([r.value for r in records]) for key, (records, _) in data_records.items()}
         cleaned[CLEANING_REPORT] = jsonl(report)
     launch = launch_templates(plan["hardware"])
     plan["inputs"]["templates"] = template_hashes(TEMPLATES[family] + sorted(launch.values()))
@@ -158,7 +162,7 @@ def compile_build(
     context = {
         "plan": plan,
         "plan_hash": plan_hash(plan),
-        "paths": script_paths(plan, directory, root, data={key: f"data/{key}.jsonl" for key in data_records} if cleaning.active else None),
+        "paths": script_paths(plan, directory, root, data={key: f"data/{key}.jsonl" for key in data_records} if rewritten else None),
         "template": TEMPLATES[family][0],
     }
     script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
@@ -218,6 +222,8 @@ def cleaned_files(loaded: LoadedSpec, root: Path) -> dict[str, tuple[list, list[
             path = loaded.resolve(getattr(d, key))
             records, _ = read_records(path, display_path(path))
             out[key] = clean_records(records, cleaning, relative_to_root(path, root)) if cleaning.active else (records, [])
+            if d.convert_to == "chat":
+                out[key] = ([replace(r, value=to_chat(r.value, d.system_prompt)) for r in out[key][0]], out[key][1])
     return out
 
 

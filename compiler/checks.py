@@ -259,6 +259,10 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
     if "train" not in found:
         return diags, None
     fmt, n_train = found["train"]
+    if d.convert_to == "chat" and fmt not in (None, "completion"):
+        diags.append(loaded.diag("data.convert_to", f"only completion data converts to chat, and {d.train} holds {fmt} data", "remove convert_to"))
+    if d.system_prompt is not None and d.convert_to is None:
+        diags.append(loaded.diag("data.system_prompt", "system_prompt is used only when completion data is converted to chat", 'set convert_to = "chat", or remove system_prompt (chat data carries its own system turns)'))
     kind = spec.method.kind
     if fmt == "preference" and kind in SFT_KINDS:
         diags.append(loaded.diag("method.kind", f"the data is preference pairs, but kind = {kind!r} trains on demonstrations", 'use kind = "dpo", or chat / prompt-completion data'))

@@ -2,7 +2,8 @@
 and never silently: every example removed or changed is listed with its source line and the reason.
 
 The steps run in a fixed order on each record: drop empty turns, normalise Unicode, strip whitespace; then,
-within each file, a record that repeats an earlier one (as cleaned) is removed. The cleaned data is written
+within each file, a record that repeats an earlier one (as cleaned) is removed. Converting completion data
+to chat (data.convert_to) happens after cleaning, to every record alike, and is recorded in the lock. The cleaned data is written
 into the build (data/<split>.jsonl) with the report next to it (data/cleaning-report.jsonl); the training
 script reads the cleaned files, and the lock holds their hashes.
 """
@@ -89,6 +90,15 @@ def clean_records(records: list[Record], cleaning: Cleaning, file: str) -> tuple
             report.append({"file": file, "line": record.line, "action": "changed", "reason": "; ".join(changes)})
         kept.append(replace(record, value=value))
     return kept, report
+
+
+def to_chat(value: dict[str, Any], system_prompt: str | None) -> dict[str, Any]:
+    """A completion record as a conversation: [system,] user = prompt, assistant = completion."""
+    prompt, completion = value["prompt"], value["completion"]
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages += prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    messages += completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    return {"messages": messages}
 
 
 def jsonl(values: list[Any]) -> str:

@@ -17,7 +17,7 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ftc.templates import prepare
 
 from .build import _is_hub, chat_template_for
 from .checks import validate
-from .clean import Cleaning, clean_value
+from .clean import Cleaning, clean_value, to_chat
 from .data import DataProblem, Record, iter_records, position, survey, unit_of
 from .diagnostics import Diagnostic, errors
 from .hashing import FileHasher
@@ -126,7 +126,7 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
         return report
     tokenizer = load_tokenizer(source)
     chat_template, _ = chat_template_for(loaded, tokenizer_info(tokenizer), root)
-    fmt = summary.format or "chat"
+    fmt = "chat" if d.convert_to == "chat" else summary.format or "chat"
     train_digests: set[bytes] = set()
     overlap: list[int] = []
     for split, key, records in streamed_splits(loaded):
@@ -150,7 +150,10 @@ def streamed_splits(loaded: LoadedSpec) -> Iterator[tuple[str, str, Iterator[Rec
 
     def read(key: str) -> Iterator[Record]:
         path = loaded.resolve(getattr(d, key))
-        return (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
+        records = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
+        if d.convert_to == "chat":  # as the build converts them
+            return (replace(r, value=to_chat(r.value, d.system_prompt)) for r in records)
+        return records
 
     if d.validation_split is None:
         yield "train", "train", read("train")

@@ -52,6 +52,7 @@ LABELS: dict[str, str] = {
     "data.train_on": "train on",
     "data.packing": "packing",
     "data.system_prompt": "system prompt",
+    "data.converted_from": "converted from",
     "data.cleaning.dedup": "dedup",
     "data.cleaning.drop_empty_turns": "drop empty turns",
     "data.cleaning.normalize_unicode": "Unicode normalisation",

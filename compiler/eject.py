@@ -47,7 +47,8 @@ def eject(build: Path, dest: Path) -> Ejected:
     root = build.resolve().parent.parent  # builds live in <root>/build/<name>/, and lock paths are root-relative
     template = TEMPLATES["dpo" if lock["method"]["kind"] == "dpo" else "sft"][0]
     _check_templates(lock)
-    copies = _cleaned_copies(lock, build) if lock["data"].get("cleaning") else _data_copies(lock, root)
+    rewritten = lock["data"].get("cleaning") or lock["data"].get("converted_from")
+    copies = _cleaned_copies(lock, build) if rewritten else _data_copies(lock, root)
     chat_template = _chat_template(lock, build)
     context = {
         "plan": {k: v for k, v in lock.items() if k != "artifacts"},

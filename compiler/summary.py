@@ -181,6 +181,8 @@ def _data(lock: dict[str, Any]) -> tuple[str, Rows]:
     d = lock["data"]
     files = lock["inputs"]["data"]
     rows: Rows = [("format", f"{d['format']} ({'detected' if d['format_detected'] else 'declared'})")]
+    if d.get("converted_from"):
+        rows[0] = ("format", f"{d['converted_from']} ({'detected' if d['format_detected'] else 'declared'}), converted to {d['format']}")
     packing = f"on ({d['packing_strategy']})" if d["packing"] else "off"
     rows.append(("settings", f"max_length {d['max_length']}, overlong {d['overlong']}, train on {d['train_on']}, packing {packing}"))
     if d.get("system_prompt"):

@@ -62,9 +62,17 @@ class Data(SpecModel):
             "Unset means on for supervised methods and off for DPO."
         ),
     )
+    convert_to: Literal["chat"] | None = Field(
+        default=None,
+        description=(
+            "'chat' turns completion data (string prompt and completion) into conversations: a user turn with the "
+            "prompt and an assistant turn with the completion, after `system_prompt` when it is set. Lossless; the "
+            "converted files are written into the build and trained with the chat template."
+        ),
+    )
     system_prompt: str | None = Field(
         default=None,
-        description="System turn to prepend when completion data is converted to chat. Unset adds none.",
+        description="System turn to put first when `convert_to = \"chat\"` converts completion data. Unset adds none.",
     )
     dedup: Literal["none", "exact", "normalized"] = Field(
         default="none",

@@ -120,3 +120,61 @@ accelerator = "cpu"
     assert result.returncode == 0, result.stderr[-3000:]  # the script's counts match the lock's: it read the cleaned file
     ejected = eject(build.directory, tmp_path / "mine")
     assert ejected.copies == {"data/train.jsonl": build.directory / "data" / "train.jsonl"}  # what the build trains on
+
+
+def test_completion_data_converts_to_chat_with_a_system_prompt(tmp_path, tiny_model):
+    (tmp_path / "data").mkdir()
+    rows = [{"prompt": f"Ticket {i}: my invoice is wrong", "completion": '{"category": "billing"}'} for i in range(6)]
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = f"""
+[project]
+name = "convert"
+
+[model]
+base = "{os.path.relpath(tiny_model, tmp_path)}"
+
+[data]
+train = "data/train.jsonl"
+max_length = 256
+convert_to = "chat"
+system_prompt = "You triage support tickets."
+
+[method]
+kind = "lora"
+r = 4
+
+[training]
+max_steps = 1
+batch_size = 2
+micro_batch_size = 2
+report_to = []
+
+[hardware]
+accelerator = "cpu"
+"""
+    (tmp_path / "spec.toml").write_text(spec, encoding="utf-8")
+    build = compile_build(tmp_path / "spec.toml", root=tmp_path)
+    assert build.lock["data"]["format"] == "chat" and build.lock["data"]["converted_from"] == "completion"
+    first = json.loads(build.files["data/train.jsonl"].splitlines()[0])
+    assert first == {"messages": [
+        {"role": "system", "content": "You triage support tickets."},
+        {"role": "user", "content": "Ticket 0: my invoice is wrong"},
+        {"role": "assistant", "content": '{"category": "billing"}'},
+    ]}
+    write_build(build)
+    result = subprocess.run(
+        [sys.executable, str(build.directory / "train.py"), "--output-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    checked = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "data", "check", "spec.toml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    report = json.loads(checked.stdout)
+    assert report["format"] == "completion" and report["splits"]["train"]["tokens"] == build.lock["data"]["splits"]["train"]["tokens"]
+
+    # a system prompt that nothing uses is an error, not a silently ignored key
+    (tmp_path / "spec.toml").write_text(spec.replace('convert_to = "chat"\n', ""), encoding="utf-8")
+    from ftc.compiler.checks import validate
+
+    _, diags, _ = validate(tmp_path / "spec.toml")
+    assert any(d.key == "data.system_prompt" and d.is_error for d in diags)
