@@ -358,7 +358,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if report_.splits:
         _print_data_summary(report_)
     bad = len(report_.problems) + len(token_errors(report_.splits)) + len(errors(report_.diagnostics))
-    verdict = f"{bad} problem(s): fix them, or set the overlong policy; `ftc compile` refuses this data" if bad else "no problems"
+    verdict = f"{bad} problem(s); `ftc compile` refuses to build until they are fixed" if bad else "no problems"
     (err if bad else out).print(f"\n{_display(path)}: data: {verdict}", markup=False)
     return EXIT_OK if report_.ok else EXIT_PROBLEMS
 

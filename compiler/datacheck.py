@@ -26,7 +26,8 @@ from ftc.templates import prepare
 from .build import _is_hub, chat_template_for
 from .checks import validate
 from .clean import Cleaning, clean_value, to_chat
-from .data import DataProblem, Record, iter_records, position, survey, unit_of
+from .data import DataProblem, Record, detect_format, iter_records, position, survey, unit_of
+from .records import record_problems
 from .diagnostics import Diagnostic, errors
 from .hashing import FileHasher
 from .inputs import InputError, resolve_model
@@ -106,7 +107,7 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
         return DataReport(str(spec_path), None, 0, "bfd", diags, [], [])
     d = loaded.spec.data
     strategy = PACKING_STRATEGY
-    record_line = re.compile(r"^\S+:(row )?\d+: ")
+    record_line = re.compile(r"^(\S+:(row )?\d+: |\.\.\. and \d+ more problems in )")
     spec_diags = [x for x in diags if not record_line.match(x.message)]  # record problems are listed in full below
     problems: list[DataProblem] = []
     for key in ("train", "validation"):
@@ -147,10 +148,12 @@ def streamed_splits(loaded: LoadedSpec) -> Iterator[tuple[str, str, Iterator[Rec
     """(split, spec key, its records read one at a time): nothing holds a whole file. A validation_split
     counts the records first, then takes the same seeded share the compiler and the script take."""
     d = loaded.spec.data
+    cleaning = Cleaning.of(d)
 
     def read(key: str) -> Iterator[Record]:
+        """The file's well-formed records (the others are reported as problems and cannot be tokenized)."""
         path = loaded.resolve(getattr(d, key))
-        records = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
+        records = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record) and _well_formed(r.value, cleaning))
         if d.convert_to == "chat":  # as the build converts them
             return (replace(r, value=to_chat(r.value, d.system_prompt)) for r in records)
         return records
@@ -164,6 +167,13 @@ def streamed_splits(loaded: LoadedSpec) -> Iterator[tuple[str, str, Iterator[Rec
     held = set(prepare.held_out_indices(count, d.validation_split, loaded.spec.project.seed))
     yield "train", "train", (r for i, r in enumerate(read("train")) if i not in held)
     yield "validation", "train", (r for i, r in enumerate(read("train")) if i in held)
+
+
+def _well_formed(value: Any, cleaning: Cleaning) -> bool:
+    if cleaning.active:
+        value = clean_value(value, cleaning)[0]
+    fmt = detect_format(value)
+    return fmt is not None and not record_problems(value, fmt)
 
 
 def _digest(value: Any) -> bytes:

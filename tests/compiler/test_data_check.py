@@ -72,7 +72,7 @@ def test_broken_data_is_reported_line_by_line(tmp_path, tiny_model):
     expected = [line.split(": ", 1) for line in (CORPUS / "chat.jsonl.expected").read_text().splitlines() if not line.startswith("#")]
     for number, text in expected:
         assert f"data/train.jsonl:{number}: " in result.stderr and text in result.stderr, (number, text)
-    assert "`ftc compile` refuses this data" in result.stderr
+    assert "`ftc compile` refuses to build until they are fixed" in result.stderr
     compiled = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "compile", "spec.toml"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert compiled.returncode == 1 and "turn 2 has unknown role 'bot'" in compiled.stderr
 
