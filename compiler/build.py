@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .checks import validate
 from .clean import REPORT_NAME as CLEANING_REPORT
-from .clean import Cleaning, clean_records, jsonl, to_chat
+from .clean import jsonl
 from .data import position, unit_of
 from .diagnostics import Diagnostic, SpecError, errors
 from .hashing import FileHasher, sha256_text
@@ -23,7 +23,8 @@ from .lock import LOCK_NAME, canonical, plan_hash, read_lock, write_atomic
 from .modelinfo import TokenizerInfo, inspect_model, load_tokenizer, lora_trainable, tokenizer_info
 from .plan import Measured, installed_versions, resolve
 from .render import render_script, render_text, template_hashes
-from .tokens import SplitStats, measure, read_records, split_records
+from .splits import DataSource, StreamedFile
+from .tokens import SplitStats, measure
 from .validate import LoadedSpec, display_path
 
 SCRIPT_NAME = "train.py"
@@ -51,7 +52,7 @@ def launch_templates(hardware: dict[str, Any]) -> dict[str, str]:
 class Build:
     name: str
     directory: Path
-    files: dict[str, str]  # file name -> content, every file the build owns
+    files: dict[str, str | StreamedFile]  # file name -> content, every file the build owns
     lock: dict[str, Any]
     warnings: list[Diagnostic] = field(default_factory=list)
 
@@ -109,8 +110,8 @@ def compile_build(
     if chat_template is None and fmt in ("chat", "preference"):
         raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
 
-    data_records = cleaned_files(loaded, root)
-    splits, problems = _measure_splits(loaded, fmt, tokenizer, chat_template, progress, data_records)
+    data = DataSource(loaded, root)
+    splits, problems = _measure_splits(loaded, data, fmt, tokenizer, chat_template, progress)
     warnings += [d for d in problems if not d.is_error]
     if errors(problems):
         raise SpecError([*warnings, *errors(problems)])
@@ -140,36 +141,36 @@ def compile_build(
         packages=packages if packages is not None else installed_versions(),
     )
     plan = resolve(spec, measured)
-    cleaning = Cleaning.of(spec.data)
-    rewritten = cleaning.active or spec.data.convert_to is not None  # the build trains on its own copy of the data
-    cleaned: dict[str, str] = {}
+    cleaned: dict[str, str | StreamedFile] = {}
+    report: list[dict[str, Any]] = []
     if spec.data.convert_to:
         plan["data"]["converted_from"] = summary.format
-    if rewritten:
-        cleaned = {f"data/{key}.jsonl": jsonl([r.value for r in records]) for key, (records, _) in data_records.items()}
-    if cleaning.active:
-        report = [entry for _, entries in data_records.values() for entry in entries]
+    if data.rewritten:
+        cleaned = {f"data/{key}.jsonl": data.rewritten_file(key, report) for key in data.keys}
+    if data.cleaning.active:
         plan["data"]["cleaning"] = {
-            **cleaning.as_dict(),
+            **data.cleaning.as_dict(),
             "removed": sum(e["action"] == "removed" for e in report),
             "changed": sum(e["action"] == "changed" for e in report),
             "report": CLEANING_REPORT,
         }
-        cleaned[CLEANING_REPORT] = jsonl(report)
+    report += overlong_entries(loaded, data, splits)
+    if report:
+        cleaned[CLEANING_REPORT] = jsonl(sorted(report, key=lambda e: (e["file"], e["line"])))
     launch = launch_templates(plan["hardware"])
     plan["inputs"]["templates"] = template_hashes(TEMPLATES[family] + sorted(launch.values()))
     directory = build_dir(spec.project.name, root)
     context = {
         "plan": plan,
         "plan_hash": plan_hash(plan),
-        "paths": script_paths(plan, directory, root, data={key: f"data/{key}.jsonl" for key in data_records} if rewritten else None),
+        "paths": script_paths(plan, directory, root, data={key: f"data/{key}.jsonl" for key in data.keys} if data.rewritten else None),
         "template": TEMPLATES[family][0],
     }
     script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
     files = {SCRIPT_NAME: script, CHAT_TEMPLATE_NAME: chat_template or "", **cleaned}
     for name, template in launch.items():
         files[name] = render_text(template, context)
-    plan["artifacts"] = {name: sha256_text(text) for name, text in sorted(files.items())}
+    plan["artifacts"] = {name: content.sha256 if isinstance(content, StreamedFile) else sha256_text(content) for name, content in sorted(files.items())}
     files[LOCK_NAME] = canonical(plan)
     return Build(spec.project.name, directory, files, plan, warnings)
 
@@ -211,48 +212,33 @@ def script_paths(plan: dict[str, Any], script_dir: Path, root: Path, data: dict[
     return paths
 
 
-def cleaned_files(loaded: LoadedSpec, root: Path) -> dict[str, tuple[list, list[dict[str, Any]]]]:
-    """Each data file's records (by spec key), cleaned as the spec asks, with the cleaning report's entries
-    (which name the file as the lock does, relative to the project root)."""
-    d = loaded.spec.data
-    cleaning = Cleaning.of(d)
-    out = {}
-    for key in ("train", "validation"):
-        if getattr(d, key) is not None:
-            path = loaded.resolve(getattr(d, key))
-            records, _ = read_records(path, display_path(path))
-            out[key] = clean_records(records, cleaning, relative_to_root(path, root)) if cleaning.active else (records, [])
-            if d.convert_to == "chat":
-                out[key] = ([replace(r, value=to_chat(r.value, d.system_prompt)) for r in out[key][0]], out[key][1])
-    return out
-
-
-def split_records_of(loaded: LoadedSpec, files: dict[str, tuple[list, list]]) -> dict[str, tuple[str, list]]:
-    """Each split's records and the spec key of the file they come from (a validation_split holds out a
-    seeded share of train, after cleaning)."""
-    spec = loaded.spec
-    d = spec.data
-    records = files["train"][0]
-    named: dict[str, tuple[str, list]] = {"train": ("train", records)}
-    if d.validation_split is not None:
-        train, held = split_records(records, d.validation_split, spec.project.seed)
-        named = {"train": ("train", train), "validation": ("train", held)}
-    elif d.validation is not None:
-        named["validation"] = ("validation", files["validation"][0])
-    return named
-
-
-def _measure_splits(loaded: LoadedSpec, fmt: str, tokenizer, chat_template, progress: Tick | None, files) -> tuple[dict[str, SplitStats], list[Diagnostic]]:
+def _measure_splits(loaded: LoadedSpec, data: DataSource, fmt: str, tokenizer, chat_template, progress: Tick | None) -> tuple[dict[str, SplitStats], list[Diagnostic]]:
     d = loaded.spec.data
     stats: dict[str, SplitStats] = {}
     problems: list[Diagnostic] = []
-    for split, (key, recs) in split_records_of(loaded, files).items():
-        file_display = display_path(loaded.resolve(getattr(d, key)))
-        tick = progress(f"tokenizing {split}", len(recs)) if progress else None
-        s = measure(split, recs, tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
+    for split, key, records in data.splits():
+        tick = progress(f"tokenizing {split}", None) if progress else None
+        s = measure(split, records(), tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
         stats[split] = s
-        problems += _split_problems(loaded, key, file_display, s)
+        problems += _split_problems(loaded, key, data.display(key), s)
     return stats, problems
+
+
+def overlong_entries(loaded: LoadedSpec, data: DataSource, splits: dict[str, SplitStats]) -> list[dict[str, Any]]:
+    """Cleaning-report entries for the examples the overlong policy drops or truncates when the script runs."""
+    d = loaded.spec.data
+    entries = []
+    for split, key in data.split_keys().items():
+        s = splits[split]
+        entries += [
+            {"file": data.file(key), "line": line, "action": "removed", "reason": f"{n} tokens, more than max_length = {d.max_length} (overlong = \"drop\")"}
+            for line, n in s.dropped
+        ]
+        entries += [
+            {"file": data.file(key), "line": line, "action": "changed", "reason": f"truncated from {n} to max_length = {d.max_length} tokens (overlong = \"truncate\")"}
+            for line, n in s.truncated
+        ]
+    return entries
 
 
 def _listing(display: str, items: list[tuple[int, Any]], fmt: Callable[[Any], str]) -> str:
@@ -303,9 +289,12 @@ def write_build(build: Build) -> list[Path]:
             previous = set(read_lock(old_lock).get("artifacts", {}))
         except (ValueError, OSError):
             previous = set()
-    for name, text in sorted(build.files.items()):
+    for name, content in sorted(build.files.items()):
         path = build.directory / name
-        write_atomic(path, text, mode=0o755 if name.endswith(EXECUTABLE) else None)
+        if isinstance(content, StreamedFile):
+            content.write_to(path)
+        else:
+            write_atomic(path, content, mode=0o755 if name.endswith(EXECUTABLE) else None)
         written.append(path)
     for name in sorted(previous - set(build.files)):
         (build.directory / name).unlink(missing_ok=True)
@@ -352,14 +341,17 @@ def stale_inputs(fresh: Build, allow_package_drift: bool = False) -> list[str]:
         before, after = _get(old, dotted), _get(fresh.lock, dotted)
         if before != after:
             reasons.append(f"{label} changed: {', '.join(_changed_keys(dotted, before, after)) or dotted}")
-    for name, text in sorted(fresh.files.items()):
-        path = fresh.directory / name
-        on_disk = path.read_text(encoding="utf-8") if path.is_file() else None
-        if on_disk != text and name != LOCK_NAME:
-            if on_disk is not None and sha256_text(on_disk) != old.get("artifacts", {}).get(name):
-                reasons.append(f"{display_path(path)} was edited by hand")
-            elif on_disk is None:
+    with FileHasher(use_cache=False) as hasher:
+        for name, content in sorted(fresh.files.items()):
+            path = fresh.directory / name
+            if name == LOCK_NAME:
+                continue
+            if not path.is_file():
                 reasons.append(f"{display_path(path)} is missing")
+                continue
+            on_disk = hasher.sha256(path)
+            if on_disk != fresh.lock["artifacts"][name] and on_disk != old.get("artifacts", {}).get(name):
+                reasons.append(f"{display_path(path)} was edited by hand")
     resolved_differs = lock_path.read_text(encoding="utf-8") != fresh.files[LOCK_NAME]
     if resolved_differs and allow_package_drift:
         resolved_differs = {**old, "packages": None, "artifacts": None} != {**fresh.lock, "packages": None, "artifacts": None}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -75,8 +76,13 @@ def clean_value(value: Any, cleaning: Cleaning) -> tuple[Any, list[str]]:
 
 def clean_records(records: list[Record], cleaning: Cleaning, file: str) -> tuple[list[Record], list[dict[str, Any]]]:
     """The records to keep (in order, with their source lines) and one report entry per removed or changed record."""
-    kept: list[Record] = []
     report: list[dict[str, Any]] = []
+    return list(clean_stream(records, cleaning, file, report)), report
+
+
+def clean_stream(records: Iterable[Record], cleaning: Cleaning, file: str, report: list[dict[str, Any]]) -> Iterator[Record]:
+    """The records to keep, in order and with their source lines, one at a time; each removed or changed record
+    is appended to `report`. Dedup keeps a 16-byte digest per kept record, nothing more."""
     first_seen: dict[bytes, int] = {}
     for record in records:
         value, changes = clean_value(record.value, cleaning)
@@ -88,8 +94,7 @@ def clean_records(records: list[Record], cleaning: Cleaning, file: str) -> tuple
             first_seen[key] = record.line
         if changes:
             report.append({"file": file, "line": record.line, "action": "changed", "reason": "; ".join(changes)})
-        kept.append(replace(record, value=value))
-    return kept, report
+        yield replace(record, value=value)
 
 
 def to_chat(value: dict[str, Any], system_prompt: str | None) -> dict[str, Any]:
@@ -101,5 +106,10 @@ def to_chat(value: dict[str, Any], system_prompt: str | None) -> dict[str, Any]:
     return {"messages": messages}
 
 
+def jsonl_line(value: Any) -> str:
+    """One value as a line of the build's JSONL files: sorted keys, UTF-8 rather than ASCII escapes."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True) + "\n"
+
+
 def jsonl(values: list[Any]) -> str:
-    return "".join(json.dumps(v, ensure_ascii=False, sort_keys=True) + "\n" for v in values)
+    return "".join(map(jsonl_line, values))

@@ -340,6 +340,85 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ftc.runtime.evaluate import evaluate_run, print_evaluation, resolve_run
+    from ftc.runtime.record import RunFolderError
+
+    target = Path(args.run)
+    if not target.exists():
+        raise UsageError(f"not found: {args.run} (give a run folder, such as runs/<name>/<run-id>, or a spec for its newest run)")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise UsageError("--max-examples must be at least 1")
+    _quiet_model_loading()
+    try:
+        run_dir = resolve_run(target)
+        with err.status("evaluating", spinner="dots") as status:
+            step = status.update if err.is_terminal else (lambda label: err.print(f"  {label}", markup=False))
+            result = evaluate_run(run_dir, max_examples=args.max_examples, step=step)
+    except RunFolderError as exc:
+        err.print(f"ftc eval: {exc}", markup=False)
+        return EXIT_PROBLEMS
+    if args.json:
+        out.print(json.dumps(result.record, indent=2, ensure_ascii=False), markup=False, soft_wrap=True)
+    else:
+        print_evaluation(out, result)
+        out.print(f"wrote {_display(result.path)} in {result.seconds:.0f}s", markup=False)
+    failed = [g["gate"] for g in result.record["gates"] if not g["holds"]]
+    if failed:
+        err.print(f"ftc eval: {len(failed)} gate(s) failed: {'; '.join(failed)}", markup=False)
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ftc.compiler.lock import LOCK_NAME
+    from ftc.runtime.record import RUN_RECORD, RunFolderError
+    from ftc.runtime.report import write_report
+
+    run_dir = Path(args.run_dir)
+    for name in (RUN_RECORD, LOCK_NAME):
+        if not (run_dir / name).is_file():
+            raise UsageError(f"{args.run_dir} is not a run folder (it has no {name}); give one that `ftc run` made, such as runs/<name>/<run-id>")
+    _quiet_model_loading()
+    try:
+        with err.status("writing the report", spinner="dots") as status:
+            step = status.update if err.is_terminal else (lambda label: None)
+            path, report_ = write_report(run_dir, Path(args.output) if args.output else None, step=step)
+    except RunFolderError as exc:
+        err.print(f"ftc report: {exc}", markup=False)
+        return EXIT_PROBLEMS
+    for note in report_.notes:
+        err.print(f"ftc report: note: {note}", markup=False)
+    out.print(f"wrote {_display(path)}", markup=False)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ftc.runtime.serve import ServeOptions, serve
+
+    if args.parity < 0:
+        raise UsageError("--parity must be 0 or more")
+    if not 0 <= args.min_agreement <= 1:
+        raise UsageError("--min-agreement must be between 0 and 1")
+    for flag, value in (("--chat-template", args.chat_template), ("--prompts", args.prompts)):
+        if value is not None and not Path(value).is_file():
+            raise UsageError(f"{flag}: not found: {value}")
+    _quiet_model_loading()
+    options = ServeOptions(
+        target=Path(args.target), adapter=args.adapter, host=args.host, port=args.port, dtype=args.dtype,
+        max_model_len=args.max_model_len, served_model_name=args.served_model_name, api_key_env=args.api_key_env,
+        chat_template=Path(args.chat_template) if args.chat_template else None, parity=args.parity,
+        parity_tokens=args.parity_tokens, min_agreement=args.min_agreement,
+        prompts=Path(args.prompts) if args.prompts else None, kv_cache_gib=args.kv_cache_gib,
+        ready_timeout=args.ready_timeout, log=Path(args.log) if args.log else None,
+    )
+    return serve(options, out, err)
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from .datacheck import check_data, token_errors
 
@@ -392,13 +471,18 @@ def _print_data_summary(report_) -> None:
     for label, cells in rows:
         table.add_row(label, *cells)
     out.print(table)
+    if report_.cleaning:
+        c = report_.cleaning
+        out.print(f"cleaning (as the spec asks) removed {c['removed']:,} and changed {c['changed']:,} example(s); the table describes what is left, which is what trains", markup=False)
     for s, d in zip(report_.splits, splits):
         peak = max((b["examples"] for b in d["histogram"]), default=0) or 1
         out.print(f"\n{s.name}: tokens per example", markup=False)
         for b in d["histogram"]:
             out.print(f"  {b['from']:>6}-{b['to']:<6} {'#' * round(40 * b['examples'] / peak):<40} {b['examples']}", markup=False)
         if d["labels"]:
-            out.print(f"{s.name}: answers form {len(d['labels'])} labels: " + ", ".join(f"{k[:30]!r} {v}" for k, v in d["labels"].items()), markup=False)
+            what = f"{d['label_field']!r} takes {len(d['labels'])} values" if d["label_field"] else f"answers form {len(d['labels'])} labels"
+            total = sum(d["labels"].values())
+            out.print(f"{s.name}: {what}: " + ", ".join(f"{k[:30]!r} {v} ({v / total:.0%})" for k, v in d["labels"].items()), markup=False)
         for kind in ("exact", "normalized"):
             groups = d["duplicates"][kind]
             if groups:
@@ -450,6 +534,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder, e.g. runs/quickstart/20250101-120000")
     p.add_argument("--examples", type=int, default=4, metavar="N", help="held-out examples to verify the merge on (default: 4)")
     p.set_defaults(func=cmd_merge)
+
+    p = verbs.add_parser(
+        "eval",
+        help="score base and tuned side by side on the held-out split, check the gates, diagnose; write RUN/eval.json",
+        description="Generate greedy answers from the base and the tuned model to the run's held-out prompts (locked chat template, stop tokens, evaluation.max_new_tokens), compute the metrics the spec lists for both, score the held-out task and evaluation.lm_eval_tasks with lm-eval (offline; a task whose data is not cached is reported unavailable), check evaluation.gates, diagnose overfitting, underfitting, forgetting, mode collapse and format inconsistency from the losses and scores, and write everything to RUN/eval.json. Exit 1 when a gate fails or cannot be checked.",
+    )
+    p.add_argument("run", metavar="RUN", help="the run folder, e.g. runs/quickstart/20250101-120000, or a spec (its newest completed run)")
+    p.add_argument("--max-examples", type=int, metavar="N", help="evaluate at most N held-out examples (default: evaluation.max_examples, else all)")
+    p.add_argument("--json", action="store_true", help="print eval.json instead of the tables")
+    p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser(
+        "report",
+        help="write RUN_DIR/report.html: loss curves, token lengths, base versus tuned metrics and answers",
+        description="Write one self-contained HTML page about a run (inline CSS, PNG plots inside, no script, nothing fetched): the run's facts from run.json, train and validation loss by step, tokens per example of each split against max_length (measured as `ftc data check` does, while the spec, data and model still hash as the run's lock says), eval.json's metrics base versus tuned with gates, diagnosis and lm-eval when `ftc eval` has run, and a few answers side by side.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder, e.g. runs/quickstart/20250101-120000")
+    p.add_argument("--output", metavar="PATH", help="where to write the page (default: RUN_DIR/report.html)")
+    p.add_argument("--open", action="store_true", help="open the page in the default web browser afterwards")
+    p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser(
+        "serve",
+        help="serve a run's merged model (or its adapter) with vLLM's OpenAI-compatible server, after a parity check",
+        description=(
+            "Start vLLM's OpenAI-compatible server on RUN/merged/ (RUN: a run folder, or a spec for its newest completed run), "
+            "on the run's base with its LoRA adapter (--adapter), or on any MODEL_DIR with safetensors weights and a tokenizer. "
+            "Host, port, served model name, API key variable, max_model_len and dtype come from the lock's serve section; the "
+            "chat template and stop tokens are those the model trained with. Before declaring it ready, greedy answers from vLLM "
+            "and from transformers to N held-out prompts must agree token for token (recorded in run.json under \"serve\"). "
+            "Ctrl-C stops the server. Exit statuses: 0 stopped cleanly, 1 the parity gate or vLLM failed, 2 refused or usage error, "
+            "130 interrupted before it was ready."
+        ),
+    )
+    p.add_argument("target", metavar="RUN|MODEL_DIR", help="a run folder (runs/<name>/<run-id>), a spec (its newest completed run), or a model folder")
+    p.add_argument("--adapter", action="store_true", help="serve the run's base with final/'s LoRA adapter through vLLM's LoRA support instead of merged/")
+    p.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="vLLM's dtype (default: serve.dtype for this device: float32 on the CPU)")
+    p.add_argument("--max-model-len", type=int, metavar="N", help="longest context served (default: serve.max_model_len)")
+    p.add_argument("--served-model-name", metavar="NAME", help="the model name clients ask for (default: serve.served_model_name, the project name)")
+    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key clients must send (default: serve.api_key_env)")
+    p.add_argument("--chat-template", metavar="FILE", help="give vLLM this chat template instead of the locked one (the parity gate still compares with the trained template)")
+    p.add_argument("--parity", type=int, default=8, metavar="N", help="prompts to compare vLLM with transformers on (default: 8; 0 skips the check, with a warning)")
+    p.add_argument("--parity-tokens", type=int, metavar="N", help="new tokens per parity answer (default: evaluation.max_new_tokens, else 128)")
+    p.add_argument("--min-agreement", type=float, default=1.0, metavar="F", help="share of parity prompts that must agree (default: 1, all)")
+    p.add_argument("--prompts", metavar="FILE", help="parity prompts (JSONL/JSON/CSV/Parquet of messages or prompt records) instead of the run's held-out set")
+    p.add_argument("--kv-cache-gib", type=float, metavar="GIB", help="CPU only: KV cache size (VLLM_CPU_KVCACHE_SPACE; default: the variable, else 1)")
+    p.add_argument("--ready-timeout", type=float, default=900, metavar="SECONDS", help="how long vLLM may take to start (default: 900)")
+    p.add_argument("--log", metavar="PATH", help="where vLLM's output goes (default: RUN/serve.log, or MODEL_DIR/serve.log)")
+    p.set_defaults(func=cmd_serve)
 
     p = verbs.add_parser("data", help="check a spec's data: every bad example as file:line, and a summary")
     data_verbs = p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)

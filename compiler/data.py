@@ -66,6 +66,26 @@ class DataProblem:
         return f"{self.file}:{position(self.line, self.unit)}: {self.message}"
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice; json keeps only the last value, so the first would be lost unseen."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(key)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        raise DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    return value
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_DUPLICATE_HINT = "JSON keeps only the last value of a repeated key, so the first would be lost without a word; remove one"
+
+
 class DataError(Exception):
     def __init__(self, problems: list[DataProblem]) -> None:
         self.problems = problems
@@ -86,9 +106,11 @@ def iter_records(path: Path, display: str | None = None) -> Iterator[Record | Da
                 if not line.strip():
                     continue
                 try:
-                    yield Record(number, json.loads(line))
+                    yield Record(number, _DECODER.decode(line))
                 except json.JSONDecodeError as exc:
                     yield DataProblem(display, number, f"invalid JSON: {exc.msg} (column {exc.colno})", "each line of a .jsonl file must be one complete JSON object")
+                except DuplicateKey as exc:
+                    yield DataProblem(display, number, f"key {exc.key!r} appears twice in one object", _DUPLICATE_HINT)
     elif path.suffix == ".json":
         yield from _iter_json_array(path, display)
     elif path.suffix == ".csv":
@@ -100,21 +122,27 @@ def iter_records(path: Path, display: str | None = None) -> Iterator[Record | Da
 
 
 def _iter_json_array(path: Path, display: str) -> Iterator[Record | DataProblem]:
+    """The records of a JSON array, each with the line it starts on. The text is read whole (a JSON array has
+    no record boundaries to stream by); JSONL is the format for files too large for memory."""
     text = path.read_text(encoding="utf-8")
-    decoder = json.JSONDecoder()
     i = _skip_ws(text, 0)
     if not text.startswith("[", i):
         yield DataProblem(display, text.count("\n", 0, i) + 1, "a .json data file must hold one array of records")
         return
     i = _skip_ws(text, i + 1)
+    line, counted = 1, 0  # lines are counted as the reading moves on, never from the start again
     while i < len(text) and text[i] != "]":
-        line = text.count("\n", 0, i) + 1
+        line, counted = line + text.count("\n", counted, i), i
         try:
-            value, i = decoder.raw_decode(text, i)
+            value, i = _DECODER.raw_decode(text, i)
         except json.JSONDecodeError as exc:
             yield DataProblem(display, exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})", "fix the JSON at this position")
             return
-        yield Record(line, value)
+        except DuplicateKey as exc:
+            yield DataProblem(display, line, f"key {exc.key!r} appears twice in one object", _DUPLICATE_HINT)
+            _, i = json.JSONDecoder().raw_decode(text, i)  # the same text, read past without the check
+        else:
+            yield Record(line, value)
         i = _skip_ws(text, i)
         if i < len(text) and text[i] == ",":
             i = _skip_ws(text, i + 1)
@@ -224,9 +252,10 @@ class Survey:
     problems: tuple[DataProblem, ...]
 
 
-def survey(path: Path, display: str, transform: Callable[[Any], Any] | None = None) -> Survey:
+def survey(path: Path, display: str, transform: Callable[[Any], Any] | None = None, extra_fields: tuple[str, ...] = ()) -> Survey:
     """Count the records of a data file and check each one against the format of its first record. `transform`
-    (the spec's cleaning) is applied to each record before it is checked, as it is before training."""
+    (the spec's cleaning) is applied to each record before it is checked, as it is before training;
+    `extra_fields` are fields allowed besides the format's own."""
     fmt: Format | None = None
     count = 0
     problems: list[DataProblem] = []
@@ -248,7 +277,7 @@ def survey(path: Path, display: str, transform: Callable[[Any], Any] | None = No
                 DataProblem(display, item.line, f"record is {found} data, but the file is {fmt} data", "every record of a file must have the same format", item.unit)
             )
         else:
-            found_problems = record_problems(item.value, found)
+            found_problems = record_problems(item.value, found, extra_fields)
             problems.extend(DataProblem(display, item.line, message, hint, item.unit) for message, hint in found_problems)
             count += not found_problems
     return Survey(fmt, count, tuple(problems))

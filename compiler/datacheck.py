@@ -17,27 +17,26 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.templates import prepare
-
 from .build import _is_hub, chat_template_for
-from .checks import validate
-from .clean import Cleaning, clean_value, to_chat
-from .data import DataProblem, Record, detect_format, iter_records, position, survey, unit_of
-from .records import record_problems
+from .checks import extra_fields, validate
+from .clean import Cleaning, clean_value
+from .data import DataProblem, Record, position, survey, unit_of
 from .diagnostics import Diagnostic, errors
 from .hashing import FileHasher
 from .inputs import InputError, resolve_model
 from .modelinfo import load_tokenizer, tokenizer_info
 from .packing import predict_packed_count
 from .plan import PACKING_STRATEGY
+from .splits import DataSource
 from .tokens import SplitStats, measure
 from .validate import LoadedSpec, display_path
 
 LABEL_SET_LIMIT = 20  # answers that take at most this many distinct values are treated as labels
+LABEL_FIELD_LIMIT = 1000  # a named label field with more distinct values is reported as such, not counted
 IMBALANCE_SHARE = 0.8  # one label with more than this share of the examples is heavy imbalance
 HISTOGRAM_BINS = 10
 
@@ -51,6 +50,9 @@ class SplitReport:
     exact_duplicates: list[list[int]] = field(default_factory=list)  # groups of source lines
     normalized_duplicates: list[list[int]] = field(default_factory=list)
     labels: dict[str, int] | None = None
+    label_field: str | None = None  # the spec's data.label_field; None when labels are inferred from the answers
+    unlabeled: list[int] = field(default_factory=list)  # lines without a value for the label field
+    too_many_labels: bool = False
 
     def as_dict(self, max_length: int, packing_strategy: str) -> dict[str, Any]:
         s = self.stats
@@ -69,6 +71,8 @@ class SplitReport:
             "turns_per_conversation": _spread(sorted(self.turns)) if self.turns else None,
             "duplicates": {"exact": self.exact_duplicates, "normalized": self.normalized_duplicates},
             "labels": self.labels,
+            "label_field": self.label_field,
+            "unlabeled": self.unlabeled,
             "padding_waste": padding_waste(lengths, max_length, packing_strategy),
         }
         return out
@@ -83,6 +87,7 @@ class DataReport:
     diagnostics: list[Diagnostic]  # the spec's own, and warnings about the data as a whole
     problems: list[DataProblem]  # every bad record, file:line
     splits: list[SplitReport]
+    cleaning: dict[str, int] | None = None  # examples the spec's cleaning removed and changed; the splits are after it
 
     @property
     def ok(self) -> bool:
@@ -97,6 +102,7 @@ class DataReport:
             "ok": self.ok,
             "errors": [str(p) for p in self.problems] + [d.headline() for d in errors(self.diagnostics)] + token_errors(self.splits),
             "warnings": [d.headline() for d in self.diagnostics if not d.is_error],
+            "cleaning": self.cleaning,
             "splits": {s.name: s.as_dict(self.max_length, self.packing_strategy) for s in self.splits},
         }
 
@@ -115,7 +121,7 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
         path = loaded.resolve(rel) if rel else None
         if path is not None and path.is_file():
             cleaning = Cleaning.of(d)
-            problems += survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None).problems
+            problems += survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(d)).problems
     report = DataReport(display_path(spec_path), summary.format if summary else None, d.max_length, strategy, spec_diags, problems, [])
     if summary is None or errors(spec_diags):
         return report
@@ -130,12 +136,18 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
     fmt = "chat" if d.convert_to == "chat" else summary.format or "chat"
     train_digests: set[bytes] = set()
     overlap: list[int] = []
-    for split, key, records in streamed_splits(loaded):
-        display = display_path(loaded.resolve(getattr(d, key)))
+    data = DataSource(loaded, root)
+    if data.cleaning.active:
+        cleaning: list[dict[str, Any]] = []
+        for key in data.keys:
+            for _ in data.records(key, cleaning):
+                pass
+        report.cleaning = {"removed": sum(e["action"] == "removed" for e in cleaning), "changed": sum(e["action"] == "changed" for e in cleaning)}
+    for split, key, records in data.splits():
         tick = progress(f"tokenizing {split}", None) if progress else None
-        collector = SplitCollector(fmt)
-        stats = measure(split, collector.watch(records), tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
-        report.splits.append(collector.report(split, display, stats))
+        collector = SplitCollector(fmt, d.label_field)
+        stats = measure(split, collector.watch(records()), tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
+        report.splits.append(collector.report(split, data.display(key), stats))
         if split == "train":
             train_digests = set(collector.normalized)
         else:
@@ -144,53 +156,23 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
     return report
 
 
-def streamed_splits(loaded: LoadedSpec) -> Iterator[tuple[str, str, Iterator[Record]]]:
-    """(split, spec key, its records read one at a time): nothing holds a whole file. A validation_split
-    counts the records first, then takes the same seeded share the compiler and the script take."""
-    d = loaded.spec.data
-    cleaning = Cleaning.of(d)
-
-    def read(key: str) -> Iterator[Record]:
-        """The file's well-formed records (the others are reported as problems and cannot be tokenized)."""
-        path = loaded.resolve(getattr(d, key))
-        records = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record) and _well_formed(r.value, cleaning))
-        if d.convert_to == "chat":  # as the build converts them
-            return (replace(r, value=to_chat(r.value, d.system_prompt)) for r in records)
-        return records
-
-    if d.validation_split is None:
-        yield "train", "train", read("train")
-        if d.validation is not None:
-            yield "validation", "validation", read("validation")
-        return
-    count = sum(1 for _ in read("train"))
-    held = set(prepare.held_out_indices(count, d.validation_split, loaded.spec.project.seed))
-    yield "train", "train", (r for i, r in enumerate(read("train")) if i not in held)
-    yield "validation", "train", (r for i, r in enumerate(read("train")) if i in held)
-
-
-def _well_formed(value: Any, cleaning: Cleaning) -> bool:
-    if cleaning.active:
-        value = clean_value(value, cleaning)[0]
-    fmt = detect_format(value)
-    return fmt is not None and not record_problems(value, fmt)
-
-
 def _digest(value: Any) -> bytes:
     return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).digest()
 
 
 class SplitCollector:
-    """What the summary needs of each record, kept small: turn counts, 16-byte digests for duplicates, and
-    answer counts only while the answers still look like a small set of labels."""
+    """What the summary needs of each record, kept small: turn counts, 16-byte digests for duplicates, and label
+    counts: of the spec's label field, or of the answers while they still look like a small set of labels."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, label_field: str | None = None) -> None:
         self.fmt = fmt
+        self.label_field = label_field
         self.turns: list[int] = []
         self.exact: dict[bytes, list[int]] = {}
         self.normalized: dict[bytes, list[int]] = {}
         self.answers: Counter[str] | None = Counter()
         self.answered = 0
+        self.unlabeled: list[int] = []  # lines whose example has no value for the label field
 
     def watch(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
@@ -203,6 +185,16 @@ class SplitCollector:
             self.turns.append(len(value["messages"]))
         self.exact.setdefault(_digest(value), []).append(record.line)
         self.normalized.setdefault(_digest(normalize(value)), []).append(record.line)
+        if self.label_field:
+            label = label_of(value, self.fmt, self.label_field)
+            if label is None:
+                self.unlabeled.append(record.line)
+            elif self.answers is not None:
+                self.answered += 1
+                self.answers[label] += 1
+                if len(self.answers) > LABEL_FIELD_LIMIT:
+                    self.answers = None  # an identifier, not a label
+            return
         answer = final_answer(value, self.fmt) if isinstance(value, dict) else None
         if answer is not None and self.answers is not None:
             self.answered += 1
@@ -214,9 +206,31 @@ class SplitCollector:
         report = SplitReport(name, display, stats, turns=self.turns)
         report.exact_duplicates = [lines for lines in self.exact.values() if len(lines) > 1]
         report.normalized_duplicates = [lines for lines in self.normalized.values() if len(lines) > 1]
-        if self.answers and len(self.answers) < self.answered:
+        report.label_field = self.label_field
+        report.unlabeled = self.unlabeled
+        if self.label_field:
+            report.labels = dict(self.answers.most_common()) if self.answers is not None else None
+            report.too_many_labels = self.answers is None
+        elif self.answers and len(self.answers) < self.answered:
             report.labels = dict(self.answers.most_common())
         return report
+
+
+def label_of(value: Any, fmt: str, field: str) -> str | None:
+    """The example's label: the record's field, or else that key of its answer when the answer is a JSON object."""
+    if not isinstance(value, dict):
+        return None
+    label = value.get(field)
+    if label is None:
+        answer = final_answer(value, fmt)
+        try:
+            parsed = json.loads(answer) if answer else None
+        except json.JSONDecodeError:
+            parsed = None
+        label = parsed.get(field) if isinstance(parsed, dict) else None
+    if label is None:
+        return None
+    return label if isinstance(label, str) else json.dumps(label, sort_keys=True)
 
 
 def final_answer(value: dict[str, Any], fmt: str) -> str | None:
@@ -245,12 +259,23 @@ def normalize(value: Any) -> Any:
 def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], overlap: list[int]) -> list[Diagnostic]:
     out = []
     for s in splits:
+        key = f"data.{'train' if s.name == 'train' else 'validation'}"
+        if s.unlabeled:
+            shown = ", ".join(map(str, s.unlabeled[:10])) + (" ..." if len(s.unlabeled) > 10 else "")
+            out.append(loaded.diag(
+                "data.label_field",
+                f"{len(s.unlabeled)} {s.name} example(s) of {s.file} have no {s.label_field!r} label, lines {shown}",
+                f"give each record a {s.label_field!r} field, or an answer that is a JSON object with that key",
+                severity="warning",
+            ))
+        if s.too_many_labels:
+            out.append(loaded.diag("data.label_field", f"{s.label_field!r} takes more than {LABEL_FIELD_LIMIT} distinct values in {s.name}: not counted as labels", "name a field with a small set of values", severity="warning"))
         if s.labels:
             top, count = next(iter(s.labels.items()))
             total = sum(s.labels.values())
             if count / total > IMBALANCE_SHARE:
                 out.append(loaded.diag(
-                    f"data.{'train' if s.name == 'train' else 'validation'}",
+                    "data.label_field" if s.label_field else key,
                     f"heavy imbalance in {s.name}: {count} of {total} answers ({count / total:.0%}) are {top[:40]!r}",
                     "a model can score well by always giving that answer; balance the labels or weigh the rare ones",
                     severity="warning",

@@ -112,10 +112,11 @@ def _data_copies(lock: dict[str, Any], root: Path) -> dict[str, Path]:
 def _cleaned_copies(lock: dict[str, Any], build: Path) -> dict[str, Path]:
     """data/<split>.jsonl -> the build's cleaned copy (what the build trains on), checked against the lock."""
     copies = {}
+    hasher = FileHasher(use_cache=False)
     for split in sorted(lock["inputs"]["data"]):
         name = f"data/{split}.jsonl"
         source = build / name
-        if not source.is_file() or sha256_text(source.read_text(encoding="utf-8")) != lock["artifacts"].get(name):
+        if not source.is_file() or hasher.sha256(source) != lock["artifacts"].get(name):
             raise EjectError(f"the build's cleaned {name} is missing or was changed; run `ftc compile {lock['inputs']['spec']['path']}` first")
         copies[name] = source
     return copies

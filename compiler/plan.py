@@ -202,6 +202,7 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
             "packing": packing,
             "packing_strategy": PACKING_STRATEGY if packing else None,
             "system_prompt": d.system_prompt,
+            "label_field": d.label_field,
             "validation": {
                 "source": m.validation_source,
                 "split": d.validation_split,

@@ -9,7 +9,8 @@ completion  {"prompt", "completion"}: strings, or message lists (the prompt ends
             completion is assistant turns).
 preference  {"prompt", "chosen", "rejected"}: the same, and chosen must differ from rejected.
 text        {"text"}: a non-empty string.
-No other fields are allowed: a misspelled field would otherwise be ignored without a word.
+No other fields are allowed (but a label field the spec names): a misspelled field would otherwise be
+ignored without a word.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ FIELDS = {
 }
 
 
-def record_problems(value: dict[str, Any], fmt: str) -> list[Problem]:
-    """Every problem of one record of format `fmt` (whose required fields are known to be present)."""
-    problems = _unknown_fields(value, FIELDS[fmt], "field", "a record has only " + ", ".join(FIELDS[fmt]))
+def record_problems(value: dict[str, Any], fmt: str, extra_fields: tuple[str, ...] = ()) -> list[Problem]:
+    """Every problem of one record of format `fmt` (whose required fields are known to be present).
+    `extra_fields` are allowed besides the format's own (the spec's data.label_field)."""
+    allowed = FIELDS[fmt] + extra_fields
+    problems = _unknown_fields(value, allowed, "field", "a record has only " + ", ".join(allowed))
     if fmt == "chat":
         problems += conversation_problems(value["messages"], "messages")
     elif fmt == "text":

@@ -1,13 +1,19 @@
 """The examples a run held out, read the way the run read them: the validation file, or the share of the
 training file that data.validation_split set aside (chosen by the project seed). A plan without validation
-data falls back to the first training examples, and says so (source "train")."""
+data falls back to the first training examples, and says so (source "train"). When the spec cleaned or
+converted the data, the run trained on the build's copy (data/<split>.jsonl), so that copy is read, and
+only while it still hashes as the run's lock says."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
+from ftc.compiler.build import build_dir
 from ftc.compiler.data import DataProblem, Record, iter_records
+from ftc.compiler.hashing import FileHasher
+from ftc.compiler.inputs import relative_to_root
 from ftc.templates import prepare
 
 from .models import RunFolder
@@ -21,9 +27,24 @@ class HeldOut:
     records: list[Record]
 
 
+def _location(run: RunFolder, split: str) -> tuple[str, Path]:
+    """The file the run read a split's examples from, as a root-relative name and a path."""
+    copy = f"data/{split}.jsonl"
+    if copy not in run.lock.get("artifacts", {}):
+        rel = run.lock["inputs"]["data"][split]["path"]
+        return rel, run.root / rel
+    path = build_dir(run.name, run.root) / copy
+    rel = relative_to_root(path, run.root)
+    if not path.is_file() or FileHasher(use_cache=False).sha256(path) != run.lock["artifacts"][copy]:
+        raise RunFolderError(
+            f"{rel}, the cleaned data this run trained on, is missing or was rebuilt since; "
+            f"compile the spec as it was for this run (its lock is {run.path / 'ftc.lock.json'})"
+        )
+    return rel, path
+
+
 def _read(run: RunFolder, split: str, limit: int | None) -> tuple[str, list[Record]]:
-    rel = run.lock["inputs"]["data"][split]["path"]
-    path = run.root / rel
+    rel, path = _location(run, split)
     if not path.is_file():
         raise RunFolderError(
             f'the {split} data {rel} is not under the project root {run.root} (run.json "root")'

@@ -1,7 +1,9 @@
 # ---- ftc data preparation (shared verbatim by the compiler and every generated script; stdlib only) ----
-# mask[i] == 1 means token i carries loss. Without generation markers in the chat template, an
-# assistant span is found by rendering the conversation up to the turn (with the generation prompt) and
-# up to the end of the turn: the span between the two renders is the answer plus its end-of-turn token.
+# mask[i] == 1 means token i carries loss. An example is rendered to text with the character spans that carry
+# loss (render_*), then encoded, many examples to a tokenizer call (encode_batch). Without generation markers
+# in the chat template, an assistant span is found by rendering the conversation up to the turn (with the
+# generation prompt) and up to the end of the turn: the span between the two renders is the answer plus its
+# end-of-turn token.
 import json
 import random
 
@@ -20,32 +22,42 @@ def _check_prefix(full, prefix, what):
         )
 
 
-def _encode(tokenizer, text, spans):
-    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    mask = [1 if any(a <= start < b for a, b in spans) else 0 for start, _ in enc["offset_mapping"]]
-    return list(enc["input_ids"]), mask
+def encode_batch(tokenizer, rendered):
+    """Rendered examples [(text, spans)] -> [(input_ids, mask)], with one call to the (fast) tokenizer. Token i
+    carries loss when it starts inside one of its example's character spans."""
+    if not rendered:
+        return []
+    enc = tokenizer([text for text, _ in rendered], return_offsets_mapping=True, add_special_tokens=False)
+    out = []
+    for (text, spans), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
+        inside = bytearray(len(text) + 1)
+        for a, b in spans:
+            if a < b:
+                inside[a:b] = b"\x01" * (b - a)
+        out.append((list(ids), [inside[start] for start, _ in offsets]))
+    return out
 
 
-def tokenize_messages(tokenizer, chat_template, messages, train_on_all=False):
-    """A chat example -> (input_ids, mask). The mask covers every assistant turn (but those with weight 0),
-    or everything."""
+def render_messages(tokenizer, chat_template, messages, train_on_all=False):
+    """A chat example -> (text, spans): the spans cover every assistant turn (but those with weight 0), or
+    everything."""
     full = _render(tokenizer, chat_template, messages, False)
     if train_on_all:
-        return _encode(tokenizer, full, [(0, len(full))])
+        return full, [(0, len(full))]
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
         start = _render(tokenizer, chat_template, messages[:i], True)
-        end = _render(tokenizer, chat_template, messages[: i + 1], False)
+        end = full if i + 1 == len(messages) else _render(tokenizer, chat_template, messages[: i + 1], False)
         _check_prefix(full, start, f"the conversation before turn {i + 1} with the generation prompt")
         _check_prefix(full, end, f"the conversation up to turn {i + 1}")
         spans.append((len(start), len(end)))
-    return _encode(tokenizer, full, spans)
+    return full, spans
 
 
-def tokenize_prompt_completion(tokenizer, chat_template, prompt, completion, train_on_all=False):
-    """A prompt/completion example -> (input_ids, mask). Plain strings get the EOS token appended."""
+def render_prompt_completion(tokenizer, chat_template, prompt, completion, train_on_all=False):
+    """A prompt/completion example -> (text, spans). Plain strings get the EOS token appended."""
     if isinstance(prompt, str):
         if not completion.endswith(tokenizer.eos_token):
             completion += tokenizer.eos_token
@@ -54,33 +66,56 @@ def tokenize_prompt_completion(tokenizer, chat_template, prompt, completion, tra
         start = _render(tokenizer, chat_template, prompt, True)
         full = _render(tokenizer, chat_template, prompt + completion, False)
         _check_prefix(full, start, "the prompt with the generation prompt")
-    return _encode(tokenizer, full, [(0 if train_on_all else len(start), len(full))])
+    return full, [(0 if train_on_all else len(start), len(full))]
+
+
+def render_text(tokenizer, text):
+    """Plain text -> (text, spans): every token trains, and the EOS token ends it."""
+    if not text.endswith(tokenizer.eos_token):
+        text += tokenizer.eos_token
+    return text, [(0, len(text))]
+
+
+def render_record(tokenizer, chat_template, data_format, record, train_on_all):
+    """A supervised record -> (text, spans), ready for encode_batch."""
+    if data_format == "chat":
+        return render_messages(tokenizer, chat_template, record["messages"], train_on_all)
+    if data_format == "completion":
+        return render_prompt_completion(tokenizer, chat_template, record["prompt"], record["completion"], train_on_all)
+    if data_format == "text":
+        return render_text(tokenizer, record["text"])
+    raise ValueError(f"cannot tokenize {data_format} data for supervised training")
+
+
+def render_preference(tokenizer, chat_template, record):
+    """A preference record -> [prompt + chosen, prompt + rejected], each as (text, spans), as DPO sees them."""
+    return [render_prompt_completion(tokenizer, chat_template, record["prompt"], answer) for answer in (record["chosen"], record["rejected"])]
+
+
+def tokenize_messages(tokenizer, chat_template, messages, train_on_all=False):
+    """A chat example -> (input_ids, mask). The mask covers every assistant turn (but those with weight 0),
+    or everything."""
+    return encode_batch(tokenizer, [render_messages(tokenizer, chat_template, messages, train_on_all)])[0]
+
+
+def tokenize_prompt_completion(tokenizer, chat_template, prompt, completion, train_on_all=False):
+    """A prompt/completion example -> (input_ids, mask). Plain strings get the EOS token appended."""
+    return encode_batch(tokenizer, [render_prompt_completion(tokenizer, chat_template, prompt, completion, train_on_all)])[0]
 
 
 def tokenize_text(tokenizer, text):
     """Plain text -> (input_ids, mask): every token trains, and the EOS token ends it."""
-    if not text.endswith(tokenizer.eos_token):
-        text += tokenizer.eos_token
-    return _encode(tokenizer, text, [(0, len(text))])
+    return encode_batch(tokenizer, [render_text(tokenizer, text)])[0]
 
 
 def tokenize_record(tokenizer, chat_template, data_format, record, train_on_all):
-    if data_format == "chat":
-        return tokenize_messages(tokenizer, chat_template, record["messages"], train_on_all)
-    if data_format == "completion":
-        return tokenize_prompt_completion(tokenizer, chat_template, record["prompt"], record["completion"], train_on_all)
-    if data_format == "text":
-        return tokenize_text(tokenizer, record["text"])
-    raise ValueError(f"cannot tokenize {data_format} data for supervised training")
+    """A supervised record -> (input_ids, mask)."""
+    return encode_batch(tokenizer, [render_record(tokenizer, chat_template, data_format, record, train_on_all)])[0]
 
 
 def preference_lengths(tokenizer, chat_template, record):
     """Tokens of prompt + chosen and of prompt + rejected, as DPO sees them."""
-    lengths = []
-    for answer in (record["chosen"], record["rejected"]):
-        ids, _ = tokenize_prompt_completion(tokenizer, chat_template, record["prompt"], answer)
-        lengths.append(len(ids))
-    return lengths
+    return [len(ids) for ids, _ in encode_batch(tokenizer, render_preference(tokenizer, chat_template, record))]
 
 
 def held_out_indices(n_records, share, seed):

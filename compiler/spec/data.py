@@ -74,6 +74,16 @@ class Data(SpecModel):
         default=None,
         description="System turn to put first when `convert_to = \"chat\"` converts completion data. Unset adds none.",
     )
+    label_field: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The field that holds each example's label, for the label balance in `ftc data check` and its "
+            "imbalance warning: a field of the record (then allowed next to the format's own), or a key of the "
+            "assistant's answer when that answer is a JSON object (e.g. 'category'). Unset, answers that form a "
+            "small set are taken as labels."
+        ),
+    )
     dedup: Literal["none", "exact", "normalized"] = Field(
         default="none",
         description=(

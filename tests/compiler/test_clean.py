@@ -3,6 +3,7 @@ report and its hashes flow into the build, the lock and the training script."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -108,10 +109,17 @@ accelerator = "cpu"
         {"action": "removed", "duplicate_of": 2, "file": "data/train.jsonl", "line": 9, "reason": "normalized duplicate"},
         {"action": "changed", "file": "data/train.jsonl", "line": 10, "reason": "dropped empty turn(s) 1; stripped whitespace"},
     ]
-    assert build.lock["artifacts"]["data/train.jsonl"] and len(build.files["data/train.jsonl"].splitlines()) == 9
+    assert len(build.files["data/train.jsonl"].text().splitlines()) == 9
     splits = build.lock["data"]["splits"]
     assert splits["train"]["examples"] + splits["validation"]["examples"] == 9
     write_build(build)
+    written = (build.directory / "data" / "train.jsonl").read_bytes()
+    assert hashlib.sha256(written).hexdigest() == build.lock["artifacts"]["data/train.jsonl"]  # streamed out, as hashed
+    checked = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "data", "check", "spec.toml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    summary = json.loads(checked.stdout)
+    assert summary["cleaning"] == {"removed": 1, "changed": 1}  # the check describes the cleaned data, as it trains
+    assert {k: s["examples"] for k, s in summary["splits"].items()} == {k: s["examples"] for k, s in splits.items()}
+    assert not any(s["duplicates"]["normalized"] for s in summary["splits"].values())
     assert "data/train.jsonl" in (build.directory / "train.py").read_text(encoding="utf-8")
     result = subprocess.run(
         [sys.executable, str(build.directory / "train.py"), "--output-dir", str(tmp_path / "run")],
@@ -155,7 +163,7 @@ accelerator = "cpu"
     (tmp_path / "spec.toml").write_text(spec, encoding="utf-8")
     build = compile_build(tmp_path / "spec.toml", root=tmp_path)
     assert build.lock["data"]["format"] == "chat" and build.lock["data"]["converted_from"] == "completion"
-    first = json.loads(build.files["data/train.jsonl"].splitlines()[0])
+    first = json.loads(build.files["data/train.jsonl"].text().splitlines()[0])
     assert first == {"messages": [
         {"role": "system", "content": "You triage support tickets."},
         {"role": "user", "content": "Ticket 0: my invoice is wrong"},

