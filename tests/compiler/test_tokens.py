@@ -195,6 +195,17 @@ def test_a_chunk_whose_batch_fails_fails_only_its_bad_record(tokenizer):
     assert outcomes == [o for one in alone for o in one]
 
 
+def test_a_token_carries_loss_when_it_starts_inside_a_span(tokenizer):
+    """encode_batch's masks, for texts of every format at once, against the offsets of each text encoded alone."""
+    examples = [("chat", {"messages": TURNS}), ("chat", {"messages": TURNS[1:3]}), ("completion", {"prompt": PROMPT, "completion": ANSWER}),
+                ("completion", {"prompt": "Ticket: refund?", "completion": " billing"}), ("text", {"text": LONG})]
+    rendered = [prepare.render_record(tokenizer, tokenizer.chat_template, fmt, value, False) for fmt, value in examples]
+    for (text, spans), (ids, mask) in zip(rendered, prepare.encode_batch(tokenizer, rendered), strict=True):
+        alone = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+        assert ids == alone["input_ids"]
+        assert mask == [1 if any(a <= start < b for a, b in spans) else 0 for start, _ in alone["offset_mapping"]]
+
+
 def test_workers_default_to_the_cpus_unless_ftc_workers_says(monkeypatch):
     monkeypatch.delenv(tokens.WORKERS_ENV, raising=False)
     assert tokens.default_workers() >= 1
