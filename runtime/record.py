@@ -9,6 +9,11 @@ A run folder (runs/<name>/<run-id>/) holds:
   logs/           TensorBoard (or other trackers') logs
   final/          the adapter or the full model, with the tokenizer and the locked chat template
   merged/         after `ftc merge`: the merged model, ready for vLLM
+  samples.json    base versus tuned answers to a few held-out prompts, written at the end of `ftc run`
+  eval.json       after `ftc eval`: metrics base versus tuned, lm-eval, gates, diagnosis, every answer
+  eval/lm_eval/   the local lm-eval task `ftc eval` writes from the held-out split
+  report.html     after `ftc report`: one self-contained page with plots
+  serve.log       what vLLM printed under `ftc serve` (the parity result is in run.json under "serve")
 """
 
 from __future__ import annotations
