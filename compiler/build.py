@@ -17,6 +17,7 @@ from .clean import REPORT_NAME as CLEANING_REPORT
 from .clean import jsonl
 from .data import position, unit_of
 from .diagnostics import Diagnostic, SpecError, errors
+from .hardware import fit_diagnostics
 from .hashing import FileHasher, sha256_text
 from .inputs import InputError, relative_to_root, resolve_model
 from .lock import LOCK_NAME, canonical, plan_hash, read_lock, write_atomic
@@ -141,6 +142,10 @@ def compile_build(
         packages=packages if packages is not None else installed_versions(),
     )
     plan = resolve(spec, measured)
+    fit = fit_diagnostics(loaded, plan, info)
+    warnings += [d for d in fit if not d.is_error]
+    if errors(fit):
+        raise SpecError([*warnings, *errors(fit)])
     cleaned: dict[str, str | StreamedFile] = {}
     report: list[dict[str, Any]] = []
     if spec.data.convert_to:

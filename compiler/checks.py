@@ -13,6 +13,7 @@ from .diagnostics import Diagnostic
 from .gates import GRAMMAR, parse_gate
 from .inputs import InputError, hub_cache_has, package_file
 from .spec import Dpo, Lora, Qlora
+from .spec.hardware import GPU_TYPES
 from .validate import LoadedSpec, display_path, parse
 
 LR_RANGES = {"full": (1e-6, 5e-5), "lora": (1e-4, 3e-4), "qlora": (2e-4, 5e-4)}
@@ -121,22 +122,10 @@ def _check_training(loaded: LoadedSpec) -> Iterator[Diagnostic]:
     spec = loaded.spec
     t = spec.training
     set_keys = t.model_fields_set
-    per_step = t.micro_batch_size * _devices(loaded)
-    if t.batch_size % per_step:
-        lower = max(per_step, t.batch_size // per_step * per_step)
-        yield loaded.diag(
-            "training.batch_size",
-            f"batch_size {t.batch_size} is not a multiple of micro_batch_size x devices = {t.micro_batch_size} x {_devices(loaded)} = {per_step}",
-            f"use batch_size = {lower} or {lower + per_step}, or change micro_batch_size",
-            near=("training.micro_batch_size", "hardware.gpus", "hardware.nodes"),
-        )
-    elif t.gradient_accumulation_steps is not None and t.gradient_accumulation_steps * per_step != t.batch_size:
-        yield loaded.diag(
-            "training.gradient_accumulation_steps",
-            f"micro_batch_size x gradient_accumulation_steps x devices = {t.micro_batch_size} x {t.gradient_accumulation_steps} x {_devices(loaded)} = {per_step * t.gradient_accumulation_steps}, not batch_size = {t.batch_size}",
-            f"remove gradient_accumulation_steps (it is derived: {t.batch_size // per_step}), or change batch_size",
-            near=("training.batch_size", "training.micro_batch_size"),
-        )
+    if t.micro_batch_size == "auto":
+        yield from _check_auto_micro_batch(loaded)
+    else:
+        yield from _check_batch_division(loaded)
     if "epochs" in set_keys and t.max_steps is not None:
         yield loaded.diag("training.max_steps", "both epochs and max_steps are set", "keep one: max_steps stops training after that many steps whatever the epochs")
     if "warmup_ratio" in set_keys and t.warmup_steps is not None:
@@ -172,10 +161,51 @@ def _check_training(loaded: LoadedSpec) -> Iterator[Diagnostic]:
             )
 
 
+def _check_batch_division(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    t = loaded.spec.training
+    per_step = t.micro_batch_size * _devices(loaded)
+    if t.batch_size % per_step:
+        lower = max(per_step, t.batch_size // per_step * per_step)
+        yield loaded.diag(
+            "training.batch_size",
+            f"batch_size {t.batch_size} is not a multiple of micro_batch_size x devices = {t.micro_batch_size} x {_devices(loaded)} = {per_step}",
+            f"use batch_size = {lower} or {lower + per_step}, or change micro_batch_size",
+            near=("training.micro_batch_size", "hardware.gpus", "hardware.nodes"),
+        )
+    elif t.gradient_accumulation_steps is not None and t.gradient_accumulation_steps * per_step != t.batch_size:
+        yield loaded.diag(
+            "training.gradient_accumulation_steps",
+            f"micro_batch_size x gradient_accumulation_steps x devices = {t.micro_batch_size} x {t.gradient_accumulation_steps} x {_devices(loaded)} = {per_step * t.gradient_accumulation_steps}, not batch_size = {t.batch_size}",
+            f"remove gradient_accumulation_steps (it is derived: {t.batch_size // per_step}), or change batch_size",
+            near=("training.batch_size", "training.micro_batch_size"),
+        )
+
+
+def _check_auto_micro_batch(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    """micro_batch_size = "auto" is sized to a GPU's memory, so the spec must say how much there is."""
+    spec = loaded.spec
+    t, hw = spec.training, spec.hardware
+    devices = _devices(loaded)
+    if hw.accelerator == "cpu":
+        yield loaded.diag("training.micro_batch_size", 'micro_batch_size = "auto" sizes the micro batch to a GPU\'s memory, but accelerator = "cpu"', "give a number, e.g. micro_batch_size = 4")
+    elif hw.gpu_type is None and hw.gpu_memory_gb is None:
+        yield loaded.diag(
+            "training.micro_batch_size",
+            'micro_batch_size = "auto" needs the GPU\'s memory',
+            f"set hardware.gpu_type ({', '.join(GPU_TYPES)}) or hardware.gpu_memory_gb, or give a number",
+        )
+    if t.batch_size % devices:
+        yield loaded.diag("training.batch_size", f"batch_size {t.batch_size} is not a multiple of the {devices} devices", f"use batch_size = {max(devices, t.batch_size // devices * devices)} or {(t.batch_size // devices + 1) * devices}", near=("hardware.gpus",))
+    if t.gradient_accumulation_steps is not None:
+        yield loaded.diag("training.gradient_accumulation_steps", 'gradient_accumulation_steps is derived from the micro batch that "auto" picks', "remove it")
+
+
 def _check_hardware(loaded: LoadedSpec) -> Iterator[Diagnostic]:
     hw = loaded.spec.hardware
     if hw.gpu_type is not None and hw.gpu_memory_gb is not None:
         yield loaded.diag("hardware.gpu_memory_gb", "give gpu_type or gpu_memory_gb, not both", "the memory of a listed gpu_type is known")
+    if hw.gpu_type is not None and hw.gpu_tflops is not None:
+        yield loaded.diag("hardware.gpu_tflops", "give gpu_type or gpu_tflops, not both", "the peak of a listed gpu_type is known")
     devices = _devices(loaded)
     if hw.strategy in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3") and devices == 1:
         yield loaded.diag("hardware.strategy", f"strategy {hw.strategy!r} needs more than one device", 'raise hardware.gpus (or nodes), or use strategy = "none"')
@@ -185,9 +215,16 @@ def _check_hardware(loaded: LoadedSpec) -> Iterator[Diagnostic]:
         if hw.precision == "fp16":
             yield loaded.diag("hardware.precision", "fp16 mixed precision needs CUDA", 'use "fp32" or "bf16" on the CPU, or "auto"')
         if hw.strategy.startswith("deepspeed"):
-            yield loaded.diag("hardware.strategy", "DeepSpeed needs CUDA", 'use "ddp" or "fsdp" on the CPU')
-        if hw.gpu_type is not None or hw.gpu_memory_gb is not None:
-            key = "hardware.gpu_type" if hw.gpu_type is not None else "hardware.gpu_memory_gb"
+            yield loaded.diag("hardware.strategy", "DeepSpeed needs CUDA", 'use "ddp" on the CPU')
+        if hw.strategy == "fsdp":
+            yield loaded.diag(
+                "hardware.strategy",
+                "FSDP shards only across CUDA devices: accelerate runs CPU processes as DDP",
+                'use "ddp" on the CPU (every process holds the whole model)',
+            )
+        described = [key for key in ("gpu_type", "gpu_memory_gb", "gpu_tflops") if getattr(hw, key) is not None]
+        if described:
+            key = f"hardware.{described[0]}"
             yield loaded.diag(key, 'a GPU is described but accelerator = "cpu"', 'remove it, or set accelerator = "cuda" or "auto"')
 
 

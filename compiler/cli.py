@@ -340,7 +340,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _open_endpoint(args: argparse.Namespace, run_dir: Path):
+    """--endpoint, checked before any model loads; the key variable and model name default to the run's serve section."""
+    from ftc.runtime.endpoint import open_endpoint
+    from ftc.runtime.record import run_lock
+
+    serve = run_lock(run_dir).get("serve") or {}
+    key_env = args.api_key_env if args.api_key_env is not None else serve.get("api_key_env")
+    return open_endpoint(args.endpoint, args.endpoint_model, key_env or None, serve.get("served_model_name"))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ftc.runtime.endpoint import EndpointError
     from ftc.runtime.evaluate import evaluate_run, print_evaluation, resolve_run
     from ftc.runtime.record import RunFolderError
 
@@ -349,13 +360,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"not found: {args.run} (give a run folder, such as runs/<name>/<run-id>, or a spec for its newest run)")
     if args.max_examples is not None and args.max_examples < 1:
         raise UsageError("--max-examples must be at least 1")
+    if not args.endpoint and (args.endpoint_model or args.api_key_env is not None):
+        raise UsageError("--endpoint-model and --api-key-env go with --endpoint URL")
     _quiet_model_loading()
     try:
         run_dir = resolve_run(target)
         with err.status("evaluating", spinner="dots") as status:
             step = status.update if err.is_terminal else (lambda label: err.print(f"  {label}", markup=False))
-            result = evaluate_run(run_dir, max_examples=args.max_examples, step=step)
-    except RunFolderError as exc:
+            endpoint = _open_endpoint(args, run_dir) if args.endpoint else None
+            result = evaluate_run(run_dir, max_examples=args.max_examples, step=step, endpoint=endpoint)
+    except (RunFolderError, EndpointError) as exc:
         err.print(f"ftc eval: {exc}", markup=False)
         return EXIT_PROBLEMS
     if args.json:
@@ -543,6 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="the run folder, e.g. runs/quickstart/20250101-120000, or a spec (its newest completed run)")
     p.add_argument("--max-examples", type=int, metavar="N", help="evaluate at most N held-out examples (default: evaluation.max_examples, else all)")
     p.add_argument("--json", action="store_true", help="print eval.json instead of the tables")
+    p.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="score the tuned side through this OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1, started by `ftc serve RUN`) "
+        "instead of loading it here; writes RUN/eval-endpoint.json and compares its answers with eval.json's",
+    )
+    p.add_argument("--endpoint-model", metavar="NAME", help="the served model name to ask for (default: serve.served_model_name, or the only one served)")
+    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's API key (default: serve.api_key_env; '' for none)")
     p.set_defaults(func=cmd_eval)
 
     p = verbs.add_parser(

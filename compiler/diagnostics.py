@@ -20,6 +20,7 @@ class Diagnostic:
     message: str
     hint: str | None = None
     length: int = 1  # columns to underline
+    detail: str | None = None  # what lies behind the message (e.g. an estimate's parts), shown under the source line
 
     @property
     def is_error(self) -> bool:
@@ -69,6 +70,8 @@ def render(diags: Sequence[Diagnostic], sources: dict[str, str] | None = None) -
                 gutter = f"{d.line:>5} | "
                 out.append(gutter + src)
                 out.append(" " * (len(gutter) - 2) + "| " + " " * (d.col - 1) + "^" * max(d.length, 1))
+        if d.detail:
+            out.append(f"      = note: {d.detail}")
         if d.hint:
             out.append(f"      = hint: {d.hint}")
     n_err = len(errors(diags))

@@ -24,6 +24,10 @@ class ModelInfo:
     total_params: int
     linear_shapes: dict[str, tuple[int, int]]  # module name -> (in_features, out_features), lm_head excluded
     param_counts: dict[str, int]  # top-level module name -> parameter count
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int  # the MLP's inner width
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ def _inspect(fingerprint: tuple, where: str, gguf_file: str | None) -> ModelInfo
     }
     counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
     text = getattr(config, "text_config", None) or config
+    heads = text.num_attention_heads
     return ModelInfo(
         architecture=(config.architectures or [type(model).__name__])[0],
         model_type=config.model_type,
@@ -110,6 +115,10 @@ def _inspect(fingerprint: tuple, where: str, gguf_file: str | None) -> ModelInfo
         total_params=total,
         linear_shapes=linear,
         param_counts=counts,
+        num_attention_heads=heads,
+        num_key_value_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
+        intermediate_size=getattr(text, "intermediate_size", None) or 4 * text.hidden_size,
     )
 
 

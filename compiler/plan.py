@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
+from .hardware import Workload, choose_micro_batch, estimates, make_workload, target_of
 from .inputs import ModelSource
 from .lock import FORMAT_VERSION, GENERATED
 from .modelinfo import ModelInfo, TokenizerInfo, lora_trainable
@@ -24,7 +25,6 @@ PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", 
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 DPO_LR = {"lora": 5e-5, "none": 5e-6}
 PACKING_STRATEGY = "bfd"
-GIB = 1024**3
 
 
 def installed_versions() -> dict[str, str | None]:
@@ -101,11 +101,31 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
     packing = bool(d.packing) if d.packing is not None else not is_dpo
 
     devices, strategy = resolve_strategy(hw)
-    accumulation = t.batch_size // (t.micro_batch_size * devices)
+    info = m.model_info
+    trainable = _trainable(method, adapter, info)
+    cuda_optim = t.optim if t.optim != "auto" else ("paged_adamw_8bit" if kind == "qlora" else "adamw_torch")
+    cpu_optim = t.optim if t.optim != "auto" else "adamw_torch"
+    optim = _devices_table(hw.accelerator, cpu_optim, cuda_optim)
+    precision = _devices_table(hw.accelerator, hw.precision if hw.precision != "auto" else "fp32", hw.precision if hw.precision != "auto" else "bf16")
+    dtype_name = spec.model.dtype
+    model_dtype = _devices_table(hw.accelerator, dtype_name if dtype_name != "auto" else "float32", dtype_name if dtype_name != "auto" else "bfloat16")
+    device = "cuda" if "cuda" in model_dtype else "cpu"  # the device the estimates are for
+
+    def workload(micro_batch_size: int) -> Workload:
+        return make_workload(
+            spec, info, device=device, weight_dtype=model_dtype[device], precision=precision[device], optim=optim[device],
+            trainable=trainable, micro_batch_size=micro_batch_size, devices=devices, strategy=strategy,
+        )
+
+    target = target_of(hw)
+    micro = t.micro_batch_size
+    if micro == "auto":  # checks made sure the target's memory is known; 1 when nothing fits, which the fit check refuses
+        micro = (choose_micro_batch(workload(1), target, t.batch_size) if target is not None else None) or 1
+    accumulation = t.batch_size // (micro * devices)
 
     train = m.splits["train"]
     sequences = _split_entry(train, packing, d.max_length).get("packed_sequences", train.examples)
-    micro_batches = math.ceil(sequences / (t.micro_batch_size * devices))
+    micro_batches = math.ceil(sequences / (micro * devices))
     steps_per_epoch = max(1, math.ceil(micro_batches / accumulation))
     total_steps = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
     warmup = t.warmup_steps if t.warmup_steps is not None else math.ceil(t.warmup_ratio * total_steps)
@@ -122,14 +142,7 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
     else:
         lr = DEFAULT_LR[kind]
 
-    cuda_optim = t.optim if t.optim != "auto" else ("paged_adamw_8bit" if kind == "qlora" else "adamw_torch")
-    cpu_optim = t.optim if t.optim != "auto" else "adamw_torch"
-    precision = _devices_table(hw.accelerator, hw.precision if hw.precision != "auto" else "fp32", hw.precision if hw.precision != "auto" else "bf16")
-    dtype_name = spec.model.dtype
-    model_dtype = _devices_table(hw.accelerator, dtype_name if dtype_name != "auto" else "float32", dtype_name if dtype_name != "auto" else "bfloat16")
-
     method_entry: dict[str, Any] = {"kind": kind, "adapter": adapter}
-    info = m.model_info
     if adapter == "lora":
         method_entry.update(
             r=method.r,
@@ -140,10 +153,6 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
             use_rslora=method.use_rslora,
             modules_to_save=list(method.modules_to_save),
         )
-        trainable, _ = lora_trainable(info, method.target_modules, method.r)
-        trainable += sum(info.param_counts.get(name, 0) for name in method.modules_to_save)
-    else:
-        trainable = info.total_params
     if isinstance(method, Qlora):
         method_entry.update(
             bnb_4bit_quant_type=method.bnb_4bit_quant_type,
@@ -218,14 +227,15 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
             "sequences_per_epoch": sequences,
             "learning_rate": lr,
             "batch_size": t.batch_size,
-            "micro_batch_size": t.micro_batch_size,
+            "micro_batch_size": micro,
+            "micro_batch_size_auto": t.micro_batch_size == "auto",
             "gradient_accumulation_steps": accumulation,
             "scheduler": t.scheduler,
             "warmup_steps": warmup,
             "weight_decay": t.weight_decay,
             "max_grad_norm": t.max_grad_norm,
             "gradient_checkpointing": t.gradient_checkpointing,
-            "optim": _devices_table(hw.accelerator, cpu_optim, cuda_optim),
+            "optim": optim,
             "logging_steps": min(t.logging_steps, total_steps),
             "eval_steps": eval_steps,
             "save_steps": save_steps,
@@ -244,6 +254,7 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
             "precision": precision,
             "gpu_type": hw.gpu_type,
             "gpu_memory_gb": hw.gpu_memory_gb,
+            "gpu_tflops": hw.gpu_tflops,
         },
         "evaluation": spec.evaluation.model_dump(mode="json"),
         "serve": {
@@ -258,46 +269,13 @@ def resolve(spec: Spec, m: Measured) -> dict[str, Any]:
         "launcher": "accelerate" if devices > 1 else "python",
         "command": f"build/{spec.project.name}/launch.sh" if devices > 1 else f"python build/{spec.project.name}/train.py",
     }
-    plan["estimates"] = estimate_memory(plan, info)
+    plan["estimates"] = estimates(workload(micro), target, plan)
     return plan
 
 
-BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-OPTIM_STATE_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2, "paged_adamw_32bit": 8, "adafactor": 4, "sgd": 0}
-
-
-def estimate_memory(plan: dict[str, Any], info: ModelInfo) -> dict[str, Any]:
-    """A first, per-device peak memory estimate in GiB (the hardware planner refines it).
-
-    weights + gradients + optimizer state for the trainable parameters + activations + logits.
-    Activations use ~34 bytes per token per hidden unit per layer (mixed precision, no recomputation),
-    or ~2 bytes per token per hidden unit per layer plus one layer when gradient checkpointing is on.
-    """
-    device = "cuda" if "cuda" in plan["model"]["dtype"] else "cpu"
-    dtype = plan["model"]["dtype"][device]
-    method = plan["method"]
-    t = plan["training"]
-    weight_bytes = BYTES[dtype] * info.total_params
-    if method["kind"] == "qlora":
-        linear = sum(i * o for i, o in info.linear_shapes.values())
-        weight_bytes = 0.5 * linear * 1.07 + BYTES[dtype] * (info.total_params - linear)
-    trainable = method["trainable_params"]
-    grads = 4 * trainable if method["adapter"] == "lora" else BYTES[dtype] * trainable
-    optim = OPTIM_STATE_BYTES[t["optim"][device]] * trainable
-    if method["kind"] == "dpo" and method["adapter"] == "none":
-        weight_bytes *= 2  # trl keeps a frozen reference copy
-    tokens = t["micro_batch_size"] * plan["data"]["max_length"] * (2 if method["kind"] == "dpo" else 1)
-    h, layers = info.hidden_size, info.num_layers
-    if t["gradient_checkpointing"]:
-        activations = tokens * h * (2 * layers + 34)
-    else:
-        activations = tokens * h * 34 * layers
-    logits = tokens * info.vocab_size * 4 * 2
-    parts = {"weights": weight_bytes, "gradients": grads, "optimizer": optim, "activations": activations, "logits": logits}
-    total = sum(parts.values())
-    return {
-        "device": device,
-        "peak_memory_gib": round(total / GIB, 2),
-        "breakdown_gib": {k: round(v / GIB, 3) for k, v in parts.items()},
-        "tokens_per_epoch": plan["data"]["splits"]["train"]["tokens"],
-    }
+def _trainable(method: Any, adapter: str, info: ModelInfo) -> int:
+    """Parameters the optimizer updates: the LoRA adapters (and modules_to_save), or every weight."""
+    if adapter != "lora":
+        return info.total_params
+    trainable, _ = lora_trainable(info, method.target_modules, method.r)
+    return trainable + sum(info.param_counts.get(name, 0) for name in method.modules_to_save)

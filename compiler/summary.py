@@ -12,7 +12,7 @@ from .lock import plan_hash
 
 LABEL_WIDTH = 18
 SHOWN_LINES = 10  # dropped/truncated line numbers listed before "... and N more"
-MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "logits")  # the order they add up in
+MEMORY_PARTS = ("weights", "reference_model", "master_weights", "gradients", "optimizer", "gathered_weights", "activations", "logits", "overhead")  # the order they add up in
 
 Rows = list[tuple[str, str | list[str]]]
 
@@ -49,11 +49,11 @@ def params(n: int) -> str:
     return str(n)
 
 
-def share(part: int | float, whole: int | float) -> str:
+def share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "n/a"
 
 
-def plural(n: int | float, word: str) -> str:
+def plural(n: float, word: str) -> str:
     return f"{n:g} {word}" if n == 1 else f"{n:g} {word}s"
 
 
@@ -223,7 +223,8 @@ def _training(lock: dict[str, Any]) -> tuple[str, Rows]:
     if t["early_stopping_patience"] is not None:
         rows.append(("early stopping", f"after {plural(t['early_stopping_patience'], 'evaluation')} without a better eval_loss"))
     devices = hw["devices"]
-    rows.append(("effective batch", f"{t['batch_size']} = {t['micro_batch_size']} micro x {t['gradient_accumulation_steps']} accumulation x {plural(devices, 'device')}"))
+    chosen = " (micro batch chosen to fit the GPU)" if t.get("micro_batch_size_auto") else ""
+    rows.append(("effective batch", f"{t['batch_size']} = {t['micro_batch_size']} micro x {t['gradient_accumulation_steps']} accumulation x {plural(devices, 'device')}{chosen}"))
     rows.append(("learning rate", f"{t['learning_rate']:g}, {t['scheduler']} schedule, weight decay {t['weight_decay']:g}, max grad norm {t['max_grad_norm']:g}"))
     rows.append(("checkpointing", "gradient checkpointing on" if t["gradient_checkpointing"] else "gradient checkpointing off"))
     dtype = lock["model"]["dtype"]
@@ -244,12 +245,62 @@ def _memory(lock: dict[str, Any]) -> tuple[str, Rows]:
     e = lock["estimates"]
     breakdown = e["breakdown_gib"]
     names = [n for n in MEMORY_PARTS if n in breakdown] + sorted(set(breakdown) - set(MEMORY_PARTS))
-    parts = ", ".join(f"{name} {breakdown[name]:g}" for name in names)
+    parts = ", ".join(f"{name.replace('_', ' ')} {breakdown[name]:g}" for name in names)
     rows: Rows = [
         ("peak", f"{e['peak_memory_gib']:g} GiB per {e['device']} device"),
         ("breakdown (GiB)", parts),
     ]
-    return "memory (first estimate; the hardware check refines it)", rows
+    if "tokens_per_forward" in e:
+        rows.append(("assumes", f"{count(e['tokens_per_forward'])} tokens per forward pass (rows x max_length, padded or packed full), {e['attention']} attention"))
+    gpu = e.get("gpu")
+    if gpu:
+        described = [f"{gpu['memory_gib']:g} GiB" if gpu["memory_gib"] else "memory not given", f"{gpu['peak_tflops']:g} bf16 TFLOPS" if gpu["peak_tflops"] else "peak not given"]
+        rows.append(("gpu", f"{gpu['type'] or 'described by hand'}: {', '.join(described)}"))
+    rows.append(("verdict", _verdict(e)))
+    rows.append(("time", _time(e.get("time"), lock, e)))
+    return "memory and time (estimated from the model's config and the token counts)", rows
+
+
+def _verdict(e: dict[str, Any]) -> str:
+    judged = e.get("verdict", "unknown")
+    if judged == "not applicable":
+        return "none: the plan runs on the CPU"
+    if judged == "unknown":
+        return "none: no GPU memory given (set hardware.gpu_type or gpu_memory_gb)"
+    memory = e["gpu"]["memory_gib"]
+    spare = f"{e['headroom_gib']:g} GiB of {memory:g} to spare ({e['headroom_gib'] / memory:.0%})"
+    if judged == "tight":
+        return f"tight: {spare}, within 10% of the memory"
+    if judged == "does not fit":
+        return f"does not fit: {-e['headroom_gib']:g} GiB over the {memory:g} GiB"
+    return f"fits: {spare}"
+
+
+def duration(seconds: float) -> str:
+    """About how long: under a second, 45 s, 12 min, 3.4 h."""
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _time(time: dict[str, Any] | None, lock: dict[str, Any], e: dict[str, Any]) -> str | list[str]:
+    if time is None:
+        if e["device"] != "cuda":
+            return "no estimate: the plan runs on the CPU"
+        if lock["hardware"]["precision"].get("cuda") == "fp32":
+            return "no estimate: fp32 training has no tensor-core peak to divide by"
+        return "no estimate: no GPU peak known (set hardware.gpu_type or gpu_tflops)"
+    steps = lock["training"]["max_steps"]
+    devices = lock["hardware"]["devices"]
+    return [
+        f"{'' if time['seconds'] < 1 else 'about '}{duration(time['seconds'])}: {steps} steps x {time['seconds_per_step']:g} s",
+        f"{count(time['tokens'])} tokens x {time['flops_per_token'] / 1e9:.2f} GFLOP per token (attention over {count(time['attention_context'])} tokens)",
+        f"at {time['utilization']:.0%} of {time['peak_tflops']:g} TFLOPS x {plural(devices, 'device')}, communication not counted",
+    ]
 
 
 def _evaluation(lock: dict[str, Any]) -> tuple[str, Rows]:

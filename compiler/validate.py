@@ -159,7 +159,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
     for i, part in enumerate(loc):
         if isinstance(part, str) and i == 1 and loc[0] == "method" and part in METHOD_KINDS:
             continue
-        if isinstance(part, str) and ("[" in part or part in ("function-after", "function-plain")):
+        if isinstance(part, str) and ("[" in part or part in ("function-after", "function-plain") or part.startswith("constrained-")):
             continue
         out.append(part)
     return tuple(out)
@@ -202,6 +202,8 @@ def _convert(err: dict[str, Any], raw: dict[str, Any], loaded: _Source) -> Diagn
         msg = f"invalid value {err['input']!r}"
         hint = did_you_mean(str(err["input"]), expected) if isinstance(err["input"], str) else None
         hint = f"{hint} ({one_of(expected)})" if hint else one_of(expected)
+        if isinstance(err["input"], str) and _NUMBER.match(err["input"]):
+            hint = f"write the number without quotes, or {one_of(expected).removeprefix('expected ')}"
     elif kind.endswith("_type") or kind.endswith("_parsing"):
         msg = f"{msg.replace('Input should be', 'expected')}, got {_describe(err['input'])}"
         value = err["input"]
@@ -239,6 +241,7 @@ def _convert(err: dict[str, Any], raw: dict[str, Any], loaded: _Source) -> Diagn
 
 
 _ENV_LIKE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*$")
 
 
 def _toml(value: Any) -> str:

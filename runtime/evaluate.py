@@ -30,6 +30,7 @@ from ftc.compiler.lock import plan_hash, write_atomic
 from . import lmeval
 from . import metrics as m
 from .diagnose import Answers, diagnose
+from .endpoint import Endpoint, endpoint_answers
 from .heldout import held_out
 from .merge import stop_token_ids
 from .models import (
@@ -46,6 +47,7 @@ from .record import RunFolderError, read_events, read_record
 from .samples import Answer, Prompt, generate_answers, prompt_of
 
 EVAL = "eval.json"
+EVAL_ENDPOINT = "eval-endpoint.json"  # `ftc eval --endpoint`: the tuned side as served; eval.json stays as it was
 FORMAT_VERSION = 1
 SIDES = ("base", "tuned")
 BATCH_SIZE = 16  # prompts per generate() call; see samples.generate_answers
@@ -107,6 +109,7 @@ def _schema(run: RunFolder, ev: dict[str, Any]) -> tuple[Any, dict[str, Any] | N
 class _Side:
     answers: list[Answer]
     lm_eval: dict[str, dict[str, Any]]
+    served: dict[str, Any] | None = None  # through an endpoint: how its prompts compare with ftc's rendering
 
 
 def _run_side(model, tokenizer, texts, stop_ids, max_new_tokens, manager, tasks, limit, step, name) -> _Side:
@@ -125,6 +128,31 @@ def _run_side(model, tokenizer, texts, stop_ids, max_new_tokens, manager, tasks,
         model.generation_config = GenerationConfig(do_sample=False, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
         results = lmeval.score(model, tokenizer, manager, tasks, limit)
     return _Side(answers, results)
+
+
+def _served_side(endpoint: Endpoint, prompts: list[Prompt], tokenizer, stop_ids, max_new_tokens, manager, tasks, limit, step) -> _Side:
+    """The tuned side through the endpoint: ftc's client for the metrics, lm-eval's completions backend for the tasks."""
+    def done(n: int) -> None:
+        step(f"tuned (served): {n}/{len(prompts)} answers")
+
+    done(0)
+    served = endpoint_answers(endpoint, prompts, tokenizer, stop_ids, max_new_tokens, done)
+    results: dict[str, dict[str, Any]] = {}
+    if tasks:
+        step(f"tuned (served): lm-eval {', '.join(tasks)}")
+        results = lmeval.score_endpoint(endpoint, tokenizer, stop_ids, manager, tasks, limit)
+    facts = {
+        "url": endpoint.shown,
+        "model": endpoint.model,
+        "api_key_env": endpoint.key_env,
+        "max_model_len": endpoint.served.get("max_model_len"),
+        "root": endpoint.served.get("root"),
+        "prompt_ids_match": (
+            "not returned by the server" if served.prompt_ids_match < 0 else f"{served.prompt_ids_match}/{len(prompts)}"
+        ),
+        "first_prompt_mismatch": served.first_mismatch,
+    }
+    return _Side(served.answers, results, facts)
 
 
 def _metric_rows(names, sides: dict[str, list[str] | None], lengths, refs, label_field, validator, schema_note, ref_lengths):
@@ -208,7 +236,13 @@ def _operands(gate: Gate) -> list[tuple[str, str]]:
     return pairs
 
 
-def evaluate_run(run_dir: Path, max_examples: int | None = None, step: Callable[[str], None] = lambda _: None) -> Evaluation:
+def evaluate_run(
+    run_dir: Path,
+    max_examples: int | None = None,
+    step: Callable[[str], None] = lambda _: None,
+    endpoint: Endpoint | None = None,
+) -> Evaluation:
+    """Score base and tuned; with `endpoint`, the tuned answers come from it (RUN/eval-endpoint.json)."""
     started = time.monotonic()
     timings: dict[str, float] = {}
     lmeval.offline()
@@ -253,19 +287,23 @@ def evaluate_run(run_dir: Path, max_examples: int | None = None, step: Callable[
         place = placement(run.lock)
         mark = time.monotonic()
         step("base: loading")
-        base = load_trained_base(run, place) if (compare_base or run.adapter) else None
+        base = load_trained_base(run, place) if (compare_base or (run.adapter and endpoint is None)) else None
         if compare_base:
             sides["base"] = _run_side(base, tokenizer, texts, stop_ids, max_new_tokens, manager, tasks, limit, step, "base")
         timings["base"] = time.monotonic() - mark
         mark = time.monotonic()
-        step("tuned: loading")
-        if run.adapter:
-            tuned = attach_adapter(run, base).merge_and_unload()  # merges into base's own modules
-        else:
+        if endpoint is not None:
             del base
-            tuned = load_tuned(run, place)
-        sides["tuned"] = _run_side(tuned, tokenizer, texts, stop_ids, max_new_tokens, manager, tasks, limit, step, "tuned")
-        del tuned
+            sides["tuned"] = _served_side(endpoint, [p for _, p in prompts], tokenizer, stop_ids, max_new_tokens, manager, tasks, limit, step)
+        else:
+            step("tuned: loading")
+            if run.adapter:
+                tuned = attach_adapter(run, base).merge_and_unload()  # merges into base's own modules
+            else:
+                del base
+                tuned = load_tuned(run, place)
+            sides["tuned"] = _run_side(tuned, tokenizer, texts, stop_ids, max_new_tokens, manager, tasks, limit, step, "tuned")
+            del tuned
         timings["tuned"] = time.monotonic() - mark
 
     step("scoring")
@@ -324,8 +362,13 @@ def evaluate_run(run_dir: Path, max_examples: int | None = None, step: Callable[
         "held_out": {"source": examples.source, "path": examples.path, "max_examples": limit},
         "models": {
             "base": "the base weights the run trained against" + (" (the 4-bit base, dequantized)" if run.quantized else "") if compare_base else None,
-            "tuned": "the base with final/'s adapter merged in memory (what merged/ holds)" if run.adapter else "final/ (every weight)",
+            "tuned": (
+                f"served by {endpoint.shown} as {endpoint.model!r}" if endpoint is not None
+                else "the base with final/'s adapter merged in memory (what merged/ holds)" if run.adapter
+                else "final/ (every weight)"
+            ),
         },
+        "endpoint": sides["tuned"].served if sides["tuned"] else None,
         "decoding": {
             "do_sample": False,
             "max_new_tokens": max_new_tokens,
@@ -357,10 +400,30 @@ def evaluate_run(run_dir: Path, max_examples: int | None = None, step: Callable[
         ],
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
-    path = run_dir / EVAL
+    if endpoint is not None:
+        result["endpoint"]["answers_equal_to_local"] = _compare_with_local(run_dir / EVAL, result)
+    path = run_dir / (EVAL_ENDPOINT if endpoint is not None else EVAL)
     write_atomic(path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     holds = all(g["holds"] for g in gates)
     return Evaluation(result, path, holds, seconds, timings)
+
+
+def _compare_with_local(local_path: Path, served: dict[str, Any]) -> dict[str, Any]:
+    """The served tuned answers against eval.json's local ones, prompt by prompt, when both score the same plan
+    with the same decoding: equal answers show that what was evaluated is what is served."""
+    try:
+        local = json.loads(local_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"status": "not compared", "reason": f"no {EVAL} from `ftc eval RUN` (without --endpoint) to compare with"}
+    if local.get("plan_hash") != served["plan_hash"] or local.get("decoding", {}).get("max_new_tokens") != served["decoding"]["max_new_tokens"]:
+        return {"status": "not compared", "reason": f"{EVAL} scored another plan or other decoding settings"}
+    theirs = {a["source"]: a["tuned"] for a in local.get("answers") or []}
+    pairs = [(a["source"], theirs[a["source"]], a["tuned"]) for a in served["answers"] if a["source"] in theirs]
+    if not pairs:
+        return {"status": "not compared", "reason": f"{EVAL} has none of these prompts"}
+    equal = sum(lo == se for _, lo, se in pairs)
+    first = next(({"source": src, "local": lo, "served": se} for src, lo, se in pairs if lo != se), None)
+    return {"status": "compared", "equal": equal, "compared": len(pairs), "first_difference": first}
 
 
 def _lm_eval_record(sides, general, unavailable, task, answer_texts, fmt) -> dict[str, dict[str, Any]]:
@@ -372,7 +435,11 @@ def _lm_eval_record(sides, general, unavailable, task, answer_texts, fmt) -> dic
             reason = unavailable.get(name) or "the held-out data has no prompt/answer pairs (text data)"
             out[name] = {"status": "unavailable", "kind": kind, "metric": None, "examples": 0, "base": None, "tuned": None, "reason": reason}
             continue
-        first = next(s.lm_eval[name] for s in (sides["tuned"], sides["base"]) if s is not None)
+        first = next((s.lm_eval[name] for s in (sides["tuned"], sides["base"]) if s is not None and "error" not in s.lm_eval[name]), None)
+        if first is None:
+            reason = "; ".join(s.lm_eval[name]["error"] for s in (sides["tuned"], sides["base"]) if s is not None)
+            out[name] = {"status": "unavailable", "kind": kind, "metric": None, "examples": 0, "base": None, "tuned": None, "reason": reason}
+            continue
         entry: dict[str, Any] = {
             "status": "ok", "kind": kind, "metric": first["metric"], "examples": first["examples"],
             "base": None, "tuned": None, "reason": None,
@@ -382,14 +449,23 @@ def _lm_eval_record(sides, general, unavailable, task, answer_texts, fmt) -> dic
             if s is None:
                 continue
             result = s.lm_eval[name]
+            if "error" in result:  # the endpoint could not run this task
+                entry["reason"] = f"{side}: {result['error']}"
+                continue
             entry[side] = result["scores"]
             if kind == "held_out":
                 theirs = [sample["filtered_resps"][0] for sample in result["samples"]]
                 ours = answer_texts[side] or []
                 agree = sum(a.strip() == b.strip() for a, b in zip(theirs, ours, strict=True))
                 entry.setdefault("answers_agree_with_ftc", {})[side] = f"{agree}/{len(ours)}"
+                differ = next(((k, a, b) for k, (a, b) in enumerate(zip(theirs, ours)) if a.strip() != b.strip()), None)
+                if differ:
+                    k, a, b = differ
+                    entry.setdefault("first_disagreement", {})[side] = {"example": k, "lm_eval": a, "ftc": b}
         if sides["base"] is None:
             entry["reason"] = "compare_base = false: the base model was not evaluated"
+        if sides["tuned"] is not None and sides["tuned"].served:
+            entry["tuned_via"] = "the endpoint, with lm-eval's local-completions backend"
         out[name] = entry
     return out
 
@@ -421,6 +497,21 @@ def print_evaluation(console, evaluation: Evaluation) -> None:
         f"max_new_tokens {r['decoding']['max_new_tokens']}",
         markup=False,
     )
+    served = r.get("endpoint")
+    if served:
+        console.print(f"tuned: {r['models']['tuned']}; prompt token ids equal to ftc's rendering: {served['prompt_ids_match']}", markup=False)
+        if served.get("first_prompt_mismatch"):
+            miss = served["first_prompt_mismatch"]
+            console.print(
+                Text(f"the server renders prompts differently from the locked chat template, from token {miss['at_token']}: "
+                     f"ftc {miss['ftc']!r}, served {miss['served']!r}", style="yellow")
+            )
+        same = served.get("answers_equal_to_local") or {}
+        if same.get("status") == "compared":
+            style = "green" if same["equal"] == same["compared"] else "yellow"
+            console.print(Text(f"served answers equal to eval.json's local ones: {same['equal']}/{same['compared']}", style=style))
+        else:
+            console.print(Text(f"served answers not compared with local ones: {same.get('reason')}", style="dim"))
     table = Table(box=box.SIMPLE_HEAD)
     for name, justify in (("metric", "left"), ("base", "right"), ("tuned", "right"), ("delta", "right"), ("reference", "right"), ("note", "left")):
         table.add_column(name, justify=justify, overflow="fold")

@@ -170,11 +170,64 @@ def quiet():
 
 def score(model, tokenizer, manager, tasks: Sequence[str], limit: int | None) -> dict[str, dict[str, Any]]:
     """lm-eval's scores of one loaded model on each task: {"task": {"scores", "metric", "examples", "samples"}}"""
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     with quiet():
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=BATCH_SIZE, add_bos_token=False)
+    return _evaluate(lm, manager, tasks, limit)
+
+
+def score_endpoint(endpoint, tokenizer, stop_ids: Sequence[int], manager, tasks: Sequence[str], limit: int | None) -> dict[str, dict[str, Any]]:
+    """lm-eval's scores of a served model (runtime/endpoint.py's Endpoint), through lm-eval's own
+    local-completions backend: each prompt, rendered as ftc renders it, goes as a string to /v1/completions.
+    Two vLLM request options make it the same measurement as the local one: the prompt gets no extra special
+    tokens, and generation stops at the locked stop ids. The answer is decoded here from the returned token ids
+    as the local answers are: the server's own incremental detokenizer writes undecodable bytes differently.
+    A task the endpoint cannot score (a loglikelihood task needs a tokenizer here) is {"error": why}."""
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    from .parity import cut_at_stop
+
+    class _Completions(LocalCompletionsAPI):
+        def _create_payload(self, messages, generate=False, gen_kwargs=None, seed=1234, eos=None, **kwargs):
+            payload = super()._create_payload(messages, generate=generate, gen_kwargs=gen_kwargs, seed=seed, eos=eos, **kwargs)
+            # the rendered prompt already holds every special token, as for the local model (add_bos_token=False)
+            return {**payload, "add_special_tokens": False, "stop_token_ids": list(stop_ids), "return_token_ids": True}
+
+        @staticmethod
+        def parse_generations(outputs, **kwargs) -> list[str]:
+            texts = []
+            for out in outputs if isinstance(outputs, list) else [outputs]:
+                for choice in sorted(out["choices"], key=lambda c: c["index"]):
+                    ids = choice.get("token_ids")
+                    kept = cut_at_stop(list(ids), list(stop_ids))[0] if ids is not None else None
+                    texts.append(choice["text"] if kept is None else tokenizer.decode(kept, skip_special_tokens=True))
+            return texts
+
+    with quiet():
+        lm = _Completions(
+            base_url=f"{endpoint.base_url}/v1/completions",
+            model=endpoint.model,
+            tokenizer_backend=None,
+            tokenized_requests=False,
+            num_concurrent=8,
+            max_retries=1,
+            header={"Authorization": f"Bearer {endpoint.key}"} if endpoint.key else {},
+        )
+    results: dict[str, dict[str, Any]] = {}
+    for name in tasks:  # one at a time: a task the backend cannot run fails alone
+        try:
+            results |= _evaluate(lm, manager, [name], limit)
+        except Exception as exc:  # noqa: BLE001 - lm-eval raises many kinds; each means "not scored through the endpoint"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            results[name] = {"error": f"lm-eval could not score it through the endpoint: {type(exc).__name__}: {first[:300]}"}
+    return results
+
+
+def _evaluate(lm, manager, tasks: Sequence[str], limit: int | None) -> dict[str, dict[str, Any]]:
+    from lm_eval import simple_evaluate
+
+    with quiet():
         out = simple_evaluate(
             model=lm,
             tasks=list(tasks),

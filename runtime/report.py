@@ -10,6 +10,9 @@ The page reads only what the run folder holds, plus the project's spec and data 
     the spec, the data and the model still hash as the run's lock records and the counts agree with the lock's;
     otherwise the page says what changed rather than plotting other data;
   - the evaluation: eval.json (written by `ftc eval RUN`): metrics base versus tuned, gates, diagnosis, lm-eval;
+  - serving: the parity checks `ftc serve` recorded in run.json (one per mode: merged, adapter), and
+    eval-endpoint.json (written by `ftc eval RUN --endpoint URL`): the served model's scores next to the local
+    tuned model's, and how many answers were equal;
   - a few answers side by side: eval.json's, or samples.json's (written by `ftc run`) before an evaluation.
 
 Plots are PNGs inlined as data: URIs; the CSS is inline; there is no script and no external resource, so the
@@ -37,6 +40,7 @@ from .record import RunFolderError, read_events, read_record, run_lock
 
 REPORT = "report.html"
 EVAL_RECORD = "eval.json"  # written by `ftc eval RUN`
+EVAL_ENDPOINT_RECORD = "eval-endpoint.json"  # written by `ftc eval RUN --endpoint URL`
 EVAL_FORMAT = 1
 SAMPLES_RECORD = "samples.json"  # written by `ftc run` (runtime/samples.py)
 ANSWERS_SHOWN = 5
@@ -71,10 +75,13 @@ class Report:
     answers_source: str | None  # EVAL_RECORD or SAMPLES_RECORD
     answers_total: int
     answers_note: str | None
+    parity: dict[str, dict[str, Any]]  # mode -> the parity record `ftc serve` left in run.json
+    served: dict[str, Any] | None  # eval-endpoint.json
+    served_note: str | None
 
     @property
     def notes(self) -> list[str]:
-        return [n for n in (self.lengths_note, self.evaluation_note, self.answers_note) if n]
+        return [n for n in (self.lengths_note, self.evaluation_note, self.answers_note, self.served_note) if n]
 
 
 # ---- gathering ------------------------------------------------------------------------------------------
@@ -170,22 +177,32 @@ def token_lengths(run_dir: Path, root: Path, lock: dict[str, Any]) -> tuple[tupl
     return tuple(out), ("; ".join(errors) if errors else None)
 
 
-def read_evaluation(run_dir: Path, plan: str, run: str) -> tuple[dict[str, Any] | None, str | None]:
-    """eval.json when there is a readable one, and a note when it is unreadable or made for another plan."""
-    path = run_dir / EVAL_RECORD
+def read_evaluation(run_dir: Path, plan: str, run: str, name: str = EVAL_RECORD) -> tuple[dict[str, Any] | None, str | None]:
+    """eval.json (or eval-endpoint.json) when there is a readable one, and a note when it is unreadable or made
+    for another plan."""
+    path = run_dir / name
+    again = f"ftc eval {run}" + (" --endpoint URL" if name == EVAL_ENDPOINT_RECORD else "")
     if not path.is_file():
         return None, None
     try:
         evaluation = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        return None, f"{EVAL_RECORD} is not valid JSON ({exc}); run `ftc eval {run}` again"
+        return None, f"{name} is not valid JSON ({exc}); run `{again}` again"
     if not isinstance(evaluation, dict) or evaluation.get("format_version") != EVAL_FORMAT:
         version = evaluation.get("format_version") if isinstance(evaluation, dict) else None
-        return None, f"{EVAL_RECORD} has format_version {version!r}; this ftc reads version {EVAL_FORMAT}: run `ftc eval {run}` again"
+        return None, f"{name} has format_version {version!r}; this ftc reads version {EVAL_FORMAT}: run `{again}` again"
     made_for = evaluation.get("plan_hash")
     if made_for and made_for != plan:
-        return evaluation, f"{EVAL_RECORD} was made for plan sha256:{made_for[:12]}, and this run's plan is sha256:{plan[:12]}"
+        return evaluation, f"{name} was made for plan sha256:{made_for[:12]}, and this run's plan is sha256:{plan[:12]}"
     return evaluation, None
+
+
+def parity_checks(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """run.json's serve.parity by mode (an older run.json kept one record, which names its mode)."""
+    parity = (record.get("serve") or {}).get("parity") or {}
+    if "status" in parity:
+        return {parity.get("mode") or "merged": parity}
+    return {mode: check for mode, check in sorted(parity.items()) if isinstance(check, dict)}
 
 
 def read_answers(run_dir: Path, evaluation: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str | None, str | None]:
@@ -214,6 +231,7 @@ def gather_report(run_dir: Path, step: Callable[[str], None] = lambda label: Non
     lengths, lengths_note = token_lengths(run_dir, root, lock)
     evaluation, evaluation_note = read_evaluation(run_dir, plan, run)
     answers, source, answers_note = read_answers(run_dir, evaluation)
+    served, served_note = read_evaluation(run_dir, plan, run, EVAL_ENDPOINT_RECORD)
     return Report(
         run=run,
         record=record,
@@ -229,6 +247,9 @@ def gather_report(run_dir: Path, step: Callable[[str], None] = lambda label: Non
         answers_source=source,
         answers_total=len(answers),
         answers_note=answers_note,
+        parity=parity_checks(record),
+        served=served,
+        served_note=served_note,
     )
 
 
@@ -549,6 +570,63 @@ def _evaluation(r: Report) -> str:
     return "".join(parts) + "</section>"
 
 
+def _parity_row(mode: str, check: dict[str, Any]) -> list[str]:
+    verdict = f'<span class="{"pass" if check.get("status") == "passed" else "fail"}">{e(check.get("status", "?"))}</span>'
+    if check.get("status") == "skipped":
+        return [e(mode), verdict, "", "", e(check.get("reason") or ""), e(check.get("checked", ""))]
+    first = check.get("first_divergence")
+    where = "none" if first is None else f"{first.get('source')}: {first.get('in')} token {first.get('position')}"
+    dtypes = f"vLLM {check.get('served_dtype')} / transformers {check.get('reference_dtype')}"
+    agreed = f"{check.get('agreeing')}/{check.get('prompts')} ({_fmt(check.get('agreement'), '.0%')})"
+    return [e(mode), verdict, e(agreed), e(dtypes), e(f"first divergence: {where}; {check.get('endpoint')}, up to {check.get('max_new_tokens')} new tokens"), e(check.get("checked", ""))]
+
+
+def _served(r: Report) -> str:
+    ev = r.served
+    local = r.evaluation or {}
+    parts = [f"<h3>scored through the endpoint ({EVAL_ENDPOINT_RECORD})</h3>"]
+    if r.served_note:
+        parts.append(_note(r.served_note))
+    facts = ev.get("endpoint") or {}
+    same = facts.get("answers_equal_to_local") or {}
+    compared = (
+        f"{same['equal']}/{same['compared']} served answers equal to {EVAL_RECORD}'s local ones"
+        if same.get("status") == "compared" else f"answers not compared with local ones: {same.get('reason')}"
+    )
+    parts.append(
+        f"<p>{e((ev.get('models') or {}).get('tuned'))}; prompt token ids equal to ftc's rendering: "
+        f"{e(facts.get('prompt_ids_match'))}; {e(compared)}</p>"
+    )
+    if facts.get("first_prompt_mismatch"):
+        miss = facts["first_prompt_mismatch"]
+        parts.append(_note(f"the server renders prompts differently from the locked chat template from token {miss['at_token']}: "
+                           f"ftc {miss['ftc']!r}, served {miss['served']!r}"))
+    rows = []
+    for name, row in (ev.get("metrics") or {}).items():
+        mine = (local.get("metrics") or {}).get(name, {}).get("tuned")
+        rows.append([f"<code>{e(name)}</code>", e(_fmt(mine)), e(_fmt(row.get("tuned"))), e(_delta(mine, row.get("tuned")))])
+    if rows:
+        parts.append(_table(["metric", f"tuned, local ({EVAL_RECORD})", "tuned, served", "served − local"], rows, {1, 2, 3}, "served"))
+    return "".join(parts)
+
+
+def _serving(r: Report) -> str:
+    parts = ['<section id="serving"><h2>Serving</h2>']
+    if r.parity:
+        rows = [_parity_row(mode, check) for mode, check in r.parity.items()]
+        parts.append("<h3>parity gate (<code>ftc serve</code>, run.json)</h3>")
+        parts.append(_table(["mode", "status", "agreeing prompts", "dtypes", "detail", "checked"], rows, {2}, "parity"))
+    else:
+        parts.append(f"<p>no parity check yet: <code>ftc serve {e(r.run)}</code> runs one before it declares the server ready</p>")
+    if r.served is not None:
+        parts.append(_served(r))
+    elif r.served_note:
+        parts.append(_note(r.served_note))
+    else:
+        parts.append(f"<p>not scored through an endpoint: <code>ftc eval {e(r.run)} --endpoint URL</code> does</p>")
+    return "".join(parts) + "</section>"
+
+
 def _text(value: Any) -> str:
     if value is None:
         return '<span class="empty">(not generated)</span>'
@@ -582,8 +660,8 @@ def render_html(r: Report) -> str:
 
     project = r.record.get("project") or r.lock["project"]["name"]
     title = f"ftc report: {project} run {r.record.get('run_id') or Path(r.run).name}"
-    body = "\n".join([_header(r), _losses(r), _lengths(r), _evaluation(r), _answers(r)])
-    read = ["run.json", "ftc.lock.json", "events.jsonl", EVAL_RECORD if r.evaluation else None, r.answers_source]
+    body = "\n".join([_header(r), _losses(r), _lengths(r), _evaluation(r), _serving(r), _answers(r)])
+    read = ["run.json", "ftc.lock.json", "events.jsonl", EVAL_RECORD if r.evaluation else None, EVAL_ENDPOINT_RECORD if r.served else None, r.answers_source]
     sources = ", ".join(dict.fromkeys(name for name in read if name))
     footer = f"<footer>made by <code>ftc report</code> (ftc {e(__version__)}) from {e(sources)} in {e(r.run)}</footer>"
     return (

@@ -4,7 +4,8 @@ Pre-flight, before any weights load: the build is compiled again in memory and c
 disk (a stale lock or a hand-edited script is refused, naming what changed and what to run); installed
 packages are compared with the lock's pins; the device the plan wants is checked. The generated script
 then runs as a child process in its own process group, writing into runs/<name>/<run-id>/ (see
-record.py). Its events.jsonl drives the progress display, and run.json records the outcome.
+record.py); a plan on several devices runs through launch.sh, whose torchrun starts one worker process
+per device. Its events.jsonl drives the progress display, and run.json records the outcome.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def check_device(lock: dict[str, Any]) -> dict[str, Any]:
         raise RunRefused('the plan needs CUDA (hardware.accelerator = "cuda") and this machine has no CUDA device; '
                          'run it on a GPU machine, or set hardware.accelerator = "auto" to allow the CPU')
     device = "cuda" if has_cuda and hardware["accelerator"] != "cpu" else "cpu"
+    if device == "cpu" and hardware["strategy"] == "fsdp":
+        raise RunRefused('the plan shards the model with FSDP, which accelerate runs only across CUDA devices '
+                         '(several CPU processes would train as DDP); set hardware.strategy = "ddp" to train on the CPU, or run it on GPUs')
     precision = hardware["precision"].get(device)
     if precision is None:
         raise RunRefused(f'the plan has no settings for {device}; set hardware.accelerator = "auto" or "{device}" and compile again')
@@ -218,6 +222,7 @@ class Session:
     checkpoint: str | None = None
     end: dict[str, Any] = field(default_factory=dict)
     start: dict[str, Any] = field(default_factory=dict)
+    distributed: dict[str, Any] = field(default_factory=dict)
 
     def take(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -235,6 +240,8 @@ class Session:
             self.tokens_per_second = event.get("train_tokens_per_second", self.tokens_per_second)
         elif kind == "checkpoint":
             self.checkpoint = event["path"]
+        elif kind == "distributed":
+            self.distributed = {k: event[k] for k in ("processes", "backend", "mode") if k in event}
         elif kind == "end":
             self.end = event
 
@@ -265,6 +272,43 @@ class EventTail:
         return out
 
 
+def _process_tree(pid: int) -> dict[int, str]:
+    """The processes started under `pid` (children, grandchildren, ...), each with its start time, read from /proc
+    (Linux; elsewhere none). torchrun starts every worker in a session of its own, out of reach of signals sent to
+    ftc's process group, so ftc keeps track of them itself."""
+    parents: dict[int, int] = {}
+    started: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, ... starttime is 20th
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+        started[int(stat.parent.name)] = fields[19]
+    tree: dict[int, str] = {}
+    for candidate in parents:
+        ancestor = parents[candidate]
+        while ancestor > 1 and ancestor != pid:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == pid:
+            tree[candidate] = started[candidate]
+    return tree
+
+
+def _signal_tree(tree: dict[int, str], sig: signal.Signals) -> int:
+    """Send `sig` to the processes of `tree` that still run (a reused process id has another start time); how many."""
+    sent = 0
+    for pid, started in tree.items():
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] != started:
+                continue
+            os.kill(pid, sig)
+            sent += 1
+        except (OSError, IndexError):
+            continue
+    return sent
+
+
 def _pump(stream, log_path: Path, show: Callable[[str], None]) -> None:
     """Copy the child's output to train.log and to the screen, line by line."""
     with log_path.open("a", encoding="utf-8") as log:
@@ -287,6 +331,8 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
     session = Session(max_steps=record["max_steps"])
     # ftc draws the progress: the libraries' own bars would only scroll past as lines of carriage returns
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+    # launch.sh calls `accelerate`: the one installed next to this Python, even in a virtual environment not activated
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     child = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
         process_group=0,  # Ctrl-C reaches ftc only, which passes it on once per press
@@ -297,6 +343,9 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
     pump.start()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     interrupts = 0
+    several = build.lock["hardware"]["devices"] > 1
+    workers: dict[int, str] = {}  # launch.sh's processes, workers included, as last seen
+    looked = 0.0
     try:
         with display:
             while True:
@@ -306,26 +355,40 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
                         display.event(event, session)
                     if child.poll() is not None:
                         break
+                    if several and time.monotonic() - looked > 2:
+                        workers.update(_process_tree(child.pid))
+                        looked = time.monotonic()
                     time.sleep(0.2)
                 except KeyboardInterrupt:
                     interrupts += 1
                     display.line("ftc: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)" if interrupts == 1 else "ftc: stopping now")
+                    # The first reaches the script, or torchrun, which passes it on once to each worker. A second
+                    # one reaches the workers directly: torchrun may already be gone.
                     os.killpg(child.pid, signal.SIGINT)
+                    if interrupts > 1:
+                        _signal_tree({**workers, **_process_tree(child.pid)}, signal.SIGINT)
+            if several and _signal_tree(workers, signal.SIGKILL):
+                display.line("ftc: the launcher ended before all its workers; stopped the rest")
             pump.join(timeout=10)
             for event in tail.read():
                 session.take(event)
                 display.event(event, session)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return finish_record(run_dir, session, child.returncode)
+    return finish_record(run_dir, session, child.returncode, interrupted=interrupts > 0)
 
 
-def finish_record(run_dir: Path, session: Session, returncode: int) -> dict[str, Any]:
+def finish_record(run_dir: Path, session: Session, returncode: int, interrupted: bool = False) -> dict[str, Any]:
     record = read_record(run_dir)
     if returncode < 0:
         status = f"crashed (killed by {signal.Signals(-returncode).name})"
+    elif interrupted and returncode > 0 and not session.end:
+        status = "interrupted"  # stopped at once by a second Ctrl-C: torchrun ended its workers before they could say so
     else:
         status = session.end.get("status") or SCRIPT_STATUS.get(returncode, "failed")
+    if returncode > 0 and status in SCRIPT_STATUS.values() and status != "completed":
+        # the script's own status: launch.sh's torchrun exits 1 whenever its workers stop with any status but 0
+        returncode = next(code for code, name in SCRIPT_STATUS.items() if name == status)
     end = session.end
     this = record["sessions"][-1]
     this.update(
@@ -356,6 +419,8 @@ def finish_record(run_dir: Path, session: Session, returncode: int) -> dict[str,
         final="final" if status == "completed" else None,
         early_stopped=bool(end.get("early_stopped")),
     )
+    if session.distributed:
+        record["distributed"] = session.distributed
     record.pop("pid", None)
     write_record(run_dir, record)
     return record

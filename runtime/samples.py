@@ -51,6 +51,7 @@ class Prompt:
     )
     text: str  # what the models are given: the rendered conversation with the generation prompt
     reference: str
+    messages: list[dict[str, Any]] | None = None  # what a chat client sends; None: the prompt is a plain string
 
 
 def _content(value: Any) -> str:
@@ -87,6 +88,7 @@ def prompt_of(
             _content(messages[:last]),
             _render(tokenizer, chat_template, messages[:last]),
             messages[last]["content"],
+            messages[:last],
         )
     if data_format in ("completion", "preference"):
         prompt = value["prompt"]
@@ -96,7 +98,7 @@ def prompt_of(
             if isinstance(prompt, str)
             else _render(tokenizer, chat_template, prompt)
         )
-        return Prompt(_content(prompt), text, _content(answer))
+        return Prompt(_content(prompt), text, _content(answer), None if isinstance(prompt, str) else prompt)
     return None
 
 

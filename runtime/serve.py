@@ -25,7 +25,8 @@ The parity gate (parity.py), before the server is declared ready: greedy answers
 ask, and from transformers (float32 on the CPU, the served dtype on CUDA), to N held-out prompts, must agree
 token for token, prompt and answer, on at least --min-agreement of them (default: all). On the CPU the
 transformers side runs while vLLM starts; on CUDA before, to leave the GPU's memory to vLLM. A failure shows the
-first divergence, stops the server and exits 1. The result is recorded in run.json under "serve" -> "parity".
+first divergence, stops the server and exits 1. The result is recorded in run.json under "serve" -> "parity" ->
+the mode ("merged", "adapter" or "folder"), so that checking one mode keeps the other's result.
 
 Stopping: Ctrl-C or SIGTERM sends SIGINT to vLLM's process group (API server, engine core, worker), waits,
 then SIGKILLs the group; the API server also gets SIGTERM if ftc itself dies (PR_SET_PDEATHSIG), since killing
@@ -858,7 +859,9 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
                 record = {"status": "skipped", "mode": target.mode, "model": _shown_model(target), "checked": _now(), "reason": "--parity 0"}
             report.__exit__(None, None, None)
             if target.run_dir is not None:
-                update_record(target.run_dir, serve={**(read_record(target.run_dir).get("serve") or {}), "parity": record})
+                # one record per mode: checking --adapter keeps the merged model's result, and the other way round
+                served = read_record(target.run_dir).get("serve") or {}
+                update_record(target.run_dir, serve={**served, "parity": {**(served.get("parity") or {}), target.mode: record}})
             if p.prompts:
                 console = out if record["status"] == "passed" else err
                 for line in describe_parity(record):

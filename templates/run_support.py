@@ -3,6 +3,8 @@
 # ftc-checkpoint.json records each file's size and sha256. A folder without a valid seal (the run died
 # while writing it, or a file changed since) is never resumed from. Ctrl-C asks for a checkpoint at the
 # end of the current step and a clean stop. Progress goes to events.jsonl, one JSON object per line.
+# With several processes (launch.sh), every process trains and writes its share of a checkpoint; only the
+# first (rank 0) seals checkpoints, writes events.jsonl and saves the final model's files.
 import errno
 import hashlib
 import json
@@ -28,6 +30,37 @@ DISK_FULL = 4
 def fail(message, status=1):
     print(f"ftc: {message}", file=sys.stderr)
     sys.exit(status)
+
+
+def is_main_process():
+    """Rank 0, or the only process; torchrun (launch.sh) sets RANK in each process it starts."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def check_processes(planned, strategy, device):
+    """Refuse a launch that differs from the plan: the batch is micro batch x accumulation x processes."""
+    processes = int(os.environ.get("WORLD_SIZE", 1))
+    if processes != planned:
+        how = "start it with launch.sh next to this script" if planned > 1 else "start it with python train.py"
+        fail(f"the plan trains in {planned} process(es) and this launch started {processes}; the batch would differ: {how}")
+    if strategy == "fsdp" and device == "cpu":
+        fail('FSDP shards only across CUDA devices (accelerate runs CPU processes as DDP); set hardware.strategy = "ddp" to train on the CPU')
+
+
+def report_distributed(trainer, monitor):
+    """Say how several processes train together (number, torch.distributed backend, accelerate's mode)."""
+    if trainer.args.world_size == 1:
+        return
+    if not torch.distributed.is_initialized():
+        fail(f"{trainer.args.world_size} processes were started, and they did not join a process group; each would train alone")
+    fields = {
+        "processes": torch.distributed.get_world_size(),
+        "backend": str(torch.distributed.get_backend()),
+        "mode": trainer.accelerator.distributed_type.value,
+    }
+    if monitor.main_process:
+        print(f"distributed: {fields['processes']} processes, {fields['mode']} over {fields['backend']}", flush=True)
+    monitor.emit("distributed", **fields)
 
 
 def _sha256(path):
@@ -75,21 +108,25 @@ def checkpoint_problem(folder):
         return f"its {CHECKPOINT_SEAL} is unreadable ({exc})"
     for name, want in sorted(files.items()):
         path = folder / name
-        if not path.is_file():
+        try:
+            if path.stat().st_size != want["bytes"]:
+                return f"{name} has {path.stat().st_size} bytes, the seal says {want['bytes']}"
+            if _sha256(path) != want["sha256"]:
+                return f"{name} does not match its sha256 in the seal (the file was changed or damaged)"
+        except OSError:  # absent, or renamed aside by the main process meanwhile
             return f"{name} is missing"
-        if path.stat().st_size != want["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, the seal says {want['bytes']}"
-        if _sha256(path) != want["sha256"]:
-            return f"{name} does not match its sha256 in the seal (the file was changed or damaged)"
     return None
 
 
 def last_sealed_checkpoint(checkpoints):
-    """The newest checkpoint whose seal holds. Newer unusable ones are renamed aside (never deleted), with a message."""
+    """The newest checkpoint whose seal holds. Newer unusable ones are renamed aside (never deleted), with a message,
+    by the main process; the others only skip them (all of them reach the same answer)."""
     for folder in sorted(checkpoints.glob("checkpoint-*"), key=checkpoint_step, reverse=True):
         problem = checkpoint_problem(folder)
         if problem is None:
             return folder
+        if not is_main_process():
+            continue
         kind = "incomplete" if "stopped while writing" in problem else "corrupt"
         aside = folder.with_name(f"{kind}-{folder.name}")
         n = 1
@@ -137,8 +174,9 @@ class RunMonitor(TrainerCallback):
     def __init__(self, output_dir, keep_checkpoints):
         self.output_dir = output_dir
         self.keep_checkpoints = keep_checkpoints
-        self.stop_requested = False
-        self.main_process = int(os.environ.get("RANK", 0)) == 0
+        self.signalled = False  # Ctrl-C reached this process
+        self.stop_requested = False  # the run stops at the end of this step, with a checkpoint
+        self.main_process = is_main_process()
 
     def emit(self, event, **fields):
         if not self.main_process:
@@ -150,10 +188,11 @@ class RunMonitor(TrainerCallback):
             print(f"ftc: could not write {EVENTS_FILE}: {exc}", file=sys.stderr, flush=True)
 
     def request_stop(self, signum, frame):
-        if self.stop_requested:
+        if self.signalled:
             raise KeyboardInterrupt  # the second Ctrl-C stops at once; sealed checkpoints stay as they are
-        self.stop_requested = True
-        print("\nftc: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        self.signalled = True
+        if self.main_process:
+            print("\nftc: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def on_train_begin(self, args, state, control, **kwargs):
         signal.signal(signal.SIGINT, self.request_stop)
@@ -161,7 +200,13 @@ class RunMonitor(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.emit("step", step=state.global_step, tokens=state.num_input_tokens_seen)
-        if self.stop_requested:
+        stop = self.signalled
+        if args.world_size > 1:  # the signal reaches each process at its own moment: stop together, at the same step
+            flag = torch.tensor([int(stop)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop:
+            self.stop_requested = True
             control.should_save = True
             control.should_training_stop = True
 
@@ -170,6 +215,8 @@ class RunMonitor(TrainerCallback):
         self.emit("log", step=state.global_step, **numbers)
 
     def on_save(self, args, state, control, **kwargs):
+        if args.world_size > 1:
+            torch.distributed.barrier()  # every process has written its files (its RNG state, its shards)
         if self.main_process:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             seal_checkpoint(folder, state.global_step)
@@ -222,8 +269,12 @@ def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir,
             monitor.emit("end", status="interrupted", **ended)
             fail(f"stopped at step {state.global_step} with a sealed checkpoint; continue with --resume", INTERRUPTED)
         final = output_dir / "final"
-        trainer.save_model(str(final))  # the adapter for LoRA and QLoRA, every weight otherwise
-        tokenizer.save_pretrained(str(final))  # with the locked chat template
+        if trainer.is_fsdp_enabled:
+            # checkpoints stay sharded, a file per process; the trainer saves nothing for a sharded final model
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model(str(final))  # the adapter for LoRA and QLoRA, every weight otherwise; gathered from every process
+        if monitor.main_process:
+            tokenizer.save_pretrained(str(final))  # with the locked chat template
     except KeyboardInterrupt:
         monitor.emit("end", status="interrupted", step=trainer.state.global_step, **peak_memory(device))
         fail("stopped at once; the last sealed checkpoint is kept (continue with --resume)", INTERRUPTED)
@@ -236,5 +287,6 @@ def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir,
             fail(f"the disk under {output_dir} is full ({exc}). Sealed checkpoints are intact: free some space, then continue with --resume", DISK_FULL)
         raise
     monitor.emit("end", status="completed", final=final.name, **ended)
-    print(f"saved {final}")
+    if monitor.main_process:
+        print(f"saved {final}")
 # ---- end of ftc training support ----

@@ -1,4 +1,5 @@
-"""[hardware]: where the run executes. Checked against the machine just before running, not at compile."""
+"""[hardware]: where the run executes. Compile checks that the plan fits the GPU described here
+(compiler/hardware.py); the machine itself is checked just before running."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..gpus import GPUS
 from .base import SpecModel
 
-GPU_TYPES = ("L4", "RTX4090", "A10G", "A100-40GB", "A100-80GB", "H100", "H200")
+GPU_TYPES = tuple(GPUS)
 
 
 class Hardware(SpecModel):
@@ -18,10 +20,23 @@ class Hardware(SpecModel):
     gpus: int = Field(default=1, ge=1, le=64, description="Devices (processes) per node.")
     nodes: int = Field(default=1, ge=1, le=1024, description="Machines taking part in the run.")
     gpu_type: Literal[GPU_TYPES] | None = Field(  # type: ignore[valid-type]
-        default=None, description="GPU model, for memory and time estimates. Or give `gpu_memory_gb`."
+        default=None,
+        description=(
+            "GPU model, for the memory verdict and the time estimate: compile refuses a plan whose estimated "
+            "peak exceeds its memory. Or give `gpu_memory_gb` (and `gpu_tflops`)."
+        ),
     )
     gpu_memory_gb: float | None = Field(
-        default=None, gt=0, le=4096, description="Memory per GPU in GB, when the type is not listed."
+        default=None,
+        gt=0,
+        le=4096,
+        description="Memory per GPU in GB (as nvidia-smi reports it, MiB / 1024), when the type is not listed.",
+    )
+    gpu_tflops: float | None = Field(
+        default=None,
+        gt=0,
+        le=100000,
+        description="Dense bf16 peak TFLOPS per GPU, for the time estimate, when the type is not listed.",
     )
     strategy: Literal["auto", "none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"] = Field(
         default="auto",

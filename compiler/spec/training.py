@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -41,8 +41,12 @@ class Training(SpecModel):
             "Effective batch size: micro_batch_size x gradient accumulation x devices. Must divide exactly."
         ),
     )
-    micro_batch_size: int = Field(
-        default=4, ge=1, description="Examples (or packed sequences) per device per forward pass."
+    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default=4,
+        description=(
+            "Examples (or packed sequences) per device per forward pass. 'auto' picks the largest that fits "
+            "the GPU's memory (hardware.gpu_type or gpu_memory_gb) and divides batch_size per device."
+        ),
     )
     gradient_accumulation_steps: int | None = Field(
         default=None,

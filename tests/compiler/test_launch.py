@@ -11,7 +11,7 @@ import yaml
 from conftest import GOLDEN_PACKAGES, REPO
 
 from ftc.compiler.build import compile_build
-from ftc.runtime.run import RunRefused, command_for
+from ftc.runtime.run import RunRefused, check_device, command_for
 
 CASES = {
     "one-device": ("gpus = 1", set()),
@@ -46,8 +46,11 @@ def test_launch_files(case, tmp_path):
     if "accelerate.yaml" in build.files:
         config = yaml.safe_load(build.files["accelerate.yaml"])
         assert config["num_processes"] == devices and config["num_machines"] == build.lock["hardware"]["nodes"]
-        want = {"fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3-two-nodes": "DEEPSPEED", "ddp": "MULTI_GPU", "cpu-two-processes": "MULTI_CPU"}[case]
+        # On the CPU too, MULTI_GPU: the one type for which accelerate launch starts a process per device (torchrun);
+        # use_cpu keeps them on the CPU, where they join over gloo (tests/runtime/test_distributed.py).
+        want = {"fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3-two-nodes": "DEEPSPEED", "ddp": "MULTI_GPU", "cpu-two-processes": "MULTI_GPU"}[case]
         assert config["distributed_type"] == want
+        assert config.get("use_cpu", False) == case.startswith("cpu")
     if "deepspeed.json" in build.files:
         stage = json.loads(build.files["deepspeed.json"])["zero_optimization"]["stage"]
         assert stage == (3 if "zero3" in case else 2)
@@ -65,6 +68,17 @@ def test_run_uses_the_launcher_and_refuses_many_nodes_locally(tmp_path):
     many = _build(tmp_path, 'gpus = 8\nnodes = 2\nstrategy = "deepspeed_zero3"')
     with pytest.raises(RunRefused, match="slurm.sbatch"):
         command_for(many, tmp_path / "run")
+
+
+def test_fsdp_is_refused_where_it_would_run_on_the_cpu(tmp_path, monkeypatch):
+    """accelerate shards only across CUDA devices: on the CPU, its processes would train as DDP."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fsdp = _build(tmp_path, 'accelerator = "auto"\ngpus = 2\nstrategy = "fsdp"')
+    with pytest.raises(RunRefused, match='FSDP.*hardware.strategy = "ddp"'):
+        check_device(fsdp.lock)
+    assert check_device(_build(tmp_path, 'accelerator = "auto"\ngpus = 2\nstrategy = "ddp"').lock)["kind"] == "cpu"
 
 
 def test_eject_carries_the_launch_files(tmp_path):

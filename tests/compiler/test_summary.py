@@ -44,7 +44,7 @@ def test_quickstart_summary_shows_what_a_reviewer_needs():
         f"{t['learning_rate']:g}, {t['scheduler']} schedule",
         f"on cpu            optimizer {t['optim']['cpu']}, precision fp32, weights float32",
         f"on cuda           optimizer {t['optim']['cuda']}, precision bf16, weights bfloat16",
-        "memory (first estimate",
+        "memory and time (estimated",
         f"peak              {lock['estimates']['peak_memory_gib']:g} GiB per cuda device",
         "weights",
         "metrics           json_valid, rouge_l, exact_match",

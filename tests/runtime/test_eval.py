@@ -195,7 +195,7 @@ def test_exit_code_follows_the_gates(tmp_path, monkeypatch, capsys, holds, code)
         "gates": [{"gate": "tuned.exact_match >= 0.5", "holds": holds, "left": 1.0 if holds else 0.0, "right": 0.5, "error": None}],
         "diagnosis": [], "not_checked": [],
     }
-    monkeypatch.setattr(evaluate, "evaluate_run", lambda run_dir, max_examples=None, step=None: Evaluation(record, tmp_path / EVAL, holds))
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda run_dir, max_examples=None, step=None, endpoint=None: Evaluation(record, tmp_path / EVAL, holds))
     assert main(["eval", str(tmp_path)]) == code
     captured = capsys.readouterr()
     assert ("✓" if holds else "✗") in captured.out
@@ -205,6 +205,21 @@ def test_exit_code_follows_the_gates(tmp_path, monkeypatch, capsys, holds, code)
 def test_usage_errors(tmp_path):
     assert main(["eval", str(tmp_path / "missing")]) == 2
     assert main(["eval", str(tmp_path), "--max-examples", "0"]) == 2
+    assert main(["eval", str(tmp_path), "--endpoint-model", "m"]) == 2  # goes with --endpoint
+
+
+def test_endpoint_refusals_before_any_model_loads(tmp_path, monkeypatch):
+    from ftc.runtime.endpoint import EndpointError, Endpoint, open_endpoint
+
+    with pytest.raises(EndpointError, match="not an http"):
+        open_endpoint("localhost:8000", None, None, None)
+    monkeypatch.delenv("FTC_NO_SUCH_KEY", raising=False)
+    with pytest.raises(EndpointError, match=r"\$FTC_NO_SUCH_KEY is not set"):
+        open_endpoint("http://127.0.0.1:9/v1", None, "FTC_NO_SUCH_KEY", None)
+    with pytest.raises(EndpointError, match="cannot be reached"):
+        open_endpoint("http://127.0.0.1:9/v1", None, None, None)  # port 9 (discard): nothing listens
+    shown = Endpoint("http://user:secret@example.test:8443/x", "m", None, None, {}).shown
+    assert shown == "http://example.test:8443/x" and "secret" not in shown
 
 
 # --- lm-eval ------------------------------------------------------------------------------------------------

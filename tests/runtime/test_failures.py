@@ -19,11 +19,12 @@ from test_run import DATA, write_project
 from ftc.compiler.build import compile_build, write_build
 
 
-def build_project(root: Path, tiny_model: Path, all_data: bool = False, **changes: str) -> Path:
-    """The test_run project with `changes` made to its spec, compiled; returns its train.py."""
+def build_project(root: Path, tiny_model: Path, train_records: list | None = None, **changes: str) -> Path:
+    """The test_run project with `changes` made to its spec (and `train_records` as its training data), compiled;
+    returns its train.py."""
     spec = write_project(root, tiny_model)
-    if all_data:
-        (root / "data" / "train.jsonl").write_text(DATA.joinpath("train.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    if train_records is not None:
+        (root / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train_records), encoding="utf-8")
     text = spec.read_text(encoding="utf-8")
     for old, new in changes.items():
         assert old in text
@@ -70,12 +71,24 @@ def test_a_full_disk_while_saving_is_explained_and_loses_nothing(tmp_path, tiny_
 
 
 def test_out_of_memory_is_explained_with_the_estimate_and_what_to_change(tmp_path, tiny_model):
-    # 32 packed sequences of 2048 tokens per micro batch (all 600 tickets) need gigabytes for activations
-    # and the attention mask; loading the tiny model needs well under the 3.5 GiB cap.
+    # A micro batch of 32 examples of about 1,950 tokens, without packing, with eager attention: its attention
+    # probabilities alone take 1 GiB per layer; loading the tiny model needs well under the 3.5 GiB cap.
+    # (Packed, the script would pass the rows one at a time, and the run would fit.)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    long = [json.loads(line) for line in DATA.joinpath("train.jsonl").read_text(encoding="utf-8").splitlines()[:64]]
+    for record in long:
+        words = (record["messages"][-2]["content"] + " ") * 100
+        ids = tokenizer(words, add_special_tokens=False)["input_ids"][:1900]  # with the answer, under 2048 tokens
+        record["messages"][-2]["content"] = tokenizer.decode(ids)
     script = build_project(
-        tmp_path, tiny_model, all_data=True,
-        **{"max_length = 1024": "max_length = 2048", "batch_size = 4\nmicro_batch_size = 2": "batch_size = 32\nmicro_batch_size = 32",
+        tmp_path, tiny_model,
+        **{"max_length = 1024\npacking = true": "max_length = 2048\npacking = false",
+           'base = "': 'attn_implementation = "eager"\nbase = "',
+           "batch_size = 4\nmicro_batch_size = 2": "batch_size = 32\nmicro_batch_size = 32",
            "max_steps = 30": "max_steps = 2", "save_steps = 5": "save_steps = 2"},
+        train_records=long,
     )
     lock = json.loads((script.parent / "ftc.lock.json").read_text(encoding="utf-8"))
     output = tmp_path / "run"

@@ -77,7 +77,8 @@ def render(page: Path, workdir: Path) -> dict:
 
 def check_self_contained(text: str) -> None:
     assert "<script" not in text and "<link" not in text and "@import" not in text
-    assert not re.search(r"https?://", text)
+    # nothing fetched: no URL in an attribute or in CSS (an endpoint's URL may appear as text)
+    assert not re.search(r'(?:href|src|action)="https?://|url\(', text)
     sources = re.findall(r'\bsrc="([^"]*)"', text)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
 
@@ -168,7 +169,8 @@ def test_report_with_an_evaluation(run_dir, tmp_path):
     run.mkdir()
     for name in ("run.json", "ftc.lock.json", "events.jsonl", "samples.json"):
         shutil.copy2(run_dir / name, run / name)
-    write_evaluation(run, read_record(run)["plan_sha256"])
+    evaluation = write_evaluation(run, read_record(run)["plan_sha256"])
+    write_serving(run, evaluation)
     page = report(run, "--output", str(tmp_path / "out" / "page.html"))
     assert not (run / "report.html").exists()
     check_self_contained(page.read_text(encoding="utf-8"))
@@ -196,6 +198,33 @@ def test_report_with_an_evaluation(run_dir, tmp_path):
     assert HOSTILE in seen and "ticket: my <b>order</b> is late" in seen
     assert shown["injected"] == 0 and len(shown["images"]) == 3 and shown["scripts"] == 1
     assert all(i["width"] > 0 for i in shown["images"])
+    # serving: both parity checks (one per mode), and the scores through the endpoint next to the local ones
+    assert "adapter\tfailed\t1/2 (50%)\tvLLM bfloat16 / transformers float32\tfirst divergence: data/val.jsonl:2: answer token 26" in seen
+    assert "merged\tpassed\t4/4 (100%)\tvLLM float32 / transformers float32\tfirst divergence: none" in seen
+    assert "served by http://127.0.0.1:8000 as 'tiny-lora'; prompt token ids equal to ftc's rendering: 4/4; 3/4 served answers equal to eval.json's local ones" in seen
+    assert "exact_match\t0.2500\t0.0000\t-0.2500" in seen
+
+
+def write_serving(run: Path, evaluation: dict) -> None:
+    """run.json's parity checks as `ftc serve` records them, and an eval-endpoint.json as `ftc eval --endpoint` writes it."""
+    from ftc.runtime.record import update_record
+
+    def check(mode, status, agreeing, prompts, dtype, first):
+        return {"status": status, "mode": mode, "prompts": prompts, "agreeing": agreeing, "agreement": agreeing / prompts,
+                "required": 1.0, "served_dtype": dtype, "reference_dtype": "float32", "endpoint": "/v1/chat/completions",
+                "max_new_tokens": 64, "checked": "2026-11-29T05:00:00+00:00", "first_divergence": first}
+
+    first = {"source": "data/val.jsonl:2", "prompt": "p", "in": "answer", "position": 26}
+    update_record(run, serve={"parity": {"merged": check("merged", "passed", 4, 4, "float32", None),
+                                         "adapter": check("adapter", "failed", 1, 2, "bfloat16", first)}})
+    served = {
+        **evaluation,
+        "models": {"base": evaluation["models"]["base"], "tuned": "served by http://127.0.0.1:8000 as 'tiny-lora'"},
+        "metrics": {name: {**row, "tuned": 0.0 if name == "exact_match" else row["tuned"]} for name, row in evaluation["metrics"].items()},
+        "endpoint": {"url": "http://127.0.0.1:8000", "model": "tiny-lora", "prompt_ids_match": "4/4", "first_prompt_mismatch": None,
+                     "answers_equal_to_local": {"status": "compared", "equal": 3, "compared": 4, "first_difference": None}},
+    }
+    (run / "eval-endpoint.json").write_text(json.dumps(served), encoding="utf-8")
 
 
 def test_an_evaluation_of_another_plan_is_named(run_dir, tmp_path):

@@ -191,7 +191,7 @@ def project_of(run_dir: Path) -> Path:
 
 
 @needs_vllm
-def test_serve_merged_run_parity_clients_auth_and_ctrl_c(run_dir, serving):
+def test_serve_merged_run_parity_clients_auth_and_ctrl_c(run_dir, serving, monkeypatch, capsys):
     from openai import AuthenticationError, OpenAI
 
     port = free_port()
@@ -201,7 +201,7 @@ def test_serve_merged_run_parity_clients_auth_and_ctrl_c(run_dir, serving):
     print(f"ftc serve was ready after {time.monotonic() - began:.0f}s")
     assert "parity passed: 4/4 prompts agree token for token (100%" in serve.output, serve.output
     assert f"${KEY_ENV}" in serve.output and f'os.environ["{KEY_ENV}"]' in serve.output
-    parity = read_record(run_dir)["serve"]["parity"]
+    parity = read_record(run_dir)["serve"]["parity"]["merged"]
     assert parity["status"] == "passed" and parity["agreement"] == 1.0 and parity["prompts"] == 4
     assert parity["endpoint"] == "/v1/chat/completions" and parity["served_dtype"] == parity["reference_dtype"] == "float32"
     assert parity["mode"] == "merged" and parity["model"] == "merged"
@@ -230,11 +230,40 @@ def test_serve_merged_run_parity_clients_auth_and_ctrl_c(run_dir, serving):
     vllm_commands = [Path(f"/proc/{p}/cmdline").read_bytes() for p in descendants(serve.proc.pid) if alive(p)]
     assert vllm_commands and not any(KEY.encode() in c for c in vllm_commands), "the key must not be on a command line"
 
+    # `ftc eval --endpoint`: the served model scores exactly as the local one (same answers, same metrics)
+    _eval_through_the_endpoint(run_dir, base_url, monkeypatch, capsys)
+
     code, left = serve.interrupt()
     assert code == 0, serve.output
     assert left == [], f"processes left running after Ctrl-C: {left}"
     assert "vLLM stopped" in serve.output
     assert KEY not in serve.output and KEY not in (run_dir / "serve.log").read_text()
+
+
+def _eval_through_the_endpoint(run_dir: Path, base_url: str, monkeypatch, capsys) -> None:
+    assert main(["eval", str(run_dir), "--max-examples", "4"]) == 0, capsys.readouterr()
+    local = json.loads((run_dir / "eval.json").read_text())
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    assert main(["eval", str(run_dir), "--max-examples", "4", "--endpoint", base_url, "--api-key-env", KEY_ENV]) == 1
+    assert f"${KEY_ENV} is not set" in capsys.readouterr().err
+    monkeypatch.setenv(KEY_ENV, KEY)
+    assert main(["eval", str(run_dir), "--max-examples", "4", "--endpoint", base_url, "--api-key-env", KEY_ENV]) == 0
+    shown = capsys.readouterr().out
+    assert "served answers equal to eval.json's local ones: 4/4" in shown, shown
+    served = json.loads((run_dir / "eval-endpoint.json").read_text())
+    facts = served["endpoint"]
+    assert facts["url"] == base_url.removesuffix("/v1") and facts["model"] == "tiny-lora" and facts["api_key_env"] == KEY_ENV
+    assert facts["prompt_ids_match"] == "4/4" and facts["first_prompt_mismatch"] is None
+    assert facts["answers_equal_to_local"] == {"status": "compared", "equal": 4, "compared": 4, "first_difference": None}
+    assert served["models"]["tuned"].startswith("served by http://127.0.0.1:")
+    assert KEY not in (run_dir / "eval-endpoint.json").read_text()
+    assert len({a["tuned"] for a in served["answers"]}) > 1  # the answers vary: equality means something
+    for name, row in local["metrics"].items():
+        assert served["metrics"][name]["tuned"] == row["tuned"] and served["metrics"][name]["base"] == row["base"], name
+    held = served["lm_eval"]["ftc_heldout"]
+    assert held["status"] == "ok" and held["tuned"] == local["lm_eval"]["ftc_heldout"]["tuned"]
+    assert held["answers_agree_with_ftc"]["tuned"] == "4/4", held.get("first_disagreement")
+    assert "local-completions" in held["tuned_via"]
 
 
 @needs_vllm
@@ -250,7 +279,7 @@ def test_parity_gate_fails_on_a_mismatched_chat_template(run_dir, serving, tmp_p
     assert "parity FAILED: 0/2 prompts agree token for token (0%" in out, out
     assert "first divergence: data/val.jsonl:1" in out and "prompt token" in out
     assert "the parity gate failed; stopping vLLM" in out
-    parity = read_record(run_dir)["serve"]["parity"]
+    parity = read_record(run_dir)["serve"]["parity"]["merged"]
     assert parity["status"] == "failed" and parity["agreeing"] == 0
     divergence = parity["first_divergence"]
     assert divergence["in"] == "prompt" and divergence["transformers_ids"] != divergence["vllm_ids"]
@@ -265,7 +294,7 @@ def test_adapter_mode_serves_base_plus_lora(run_dir, serving):
     serve = serving(project_of(run_dir), str(run_dir), "--adapter", "--port", str(port), "--parity", "3", "--parity-tokens", "16")
     serve.wait_for("Ctrl-C stops the server")
     assert "parity passed: 3/3" in serve.output, serve.output
-    parity = read_record(run_dir)["serve"]["parity"]
+    parity = read_record(run_dir)["serve"]["parity"]["adapter"]
     assert parity["status"] == "passed" and parity["mode"] == "adapter"
     log = (run_dir / "serve.log").read_text()
     assert "--enable-lora" in log and "--max-lora-rank 8" in log  # r = 4, rounded up to a rank vLLM serves
