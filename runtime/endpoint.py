@@ -99,13 +99,27 @@ class Served:
     answers: list[Answer]
     prompt_ids_match: int  # answers whose prompt token ids equal ftc's rendering; -1: the server returned none
     first_mismatch: dict[str, Any] | None
+    capped: int  # requests that asked for fewer than max_new_tokens, to stay within the server's max_model_len
+
+
+def room(endpoint: Endpoint, prompt_tokens: int, max_new_tokens: int) -> int:
+    """New tokens a request may ask for: max_new_tokens, less when the server's max_model_len would overflow
+    (vLLM refuses such a request outright, where transformers would generate past it)."""
+    limit = endpoint.served.get("max_model_len")
+    return max_new_tokens if not limit else max(0, min(max_new_tokens, limit - prompt_tokens))
 
 
 def _ask(endpoint: Endpoint, prompt: Prompt, stop_ids: Sequence[int], max_new_tokens: int, tokenizer) -> tuple[Answer, list[int] | None]:
+    budget = room(endpoint, len(tokenizer(prompt.text, add_special_tokens=False)["input_ids"]), max_new_tokens)
+    if budget < 1:
+        raise EndpointError(
+            f"the prompt {prompt.shown[:60]!r} fills the server's max_model_len ({endpoint.served.get('max_model_len')}) "
+            "on its own: serve with a longer --max-model-len"
+        )
     body: dict[str, Any] = {
         "model": endpoint.model,
         "temperature": 0,
-        "max_tokens": max_new_tokens,
+        "max_tokens": budget,
         "stop_token_ids": list(stop_ids),  # vLLM's extension: the same stops as the local answers
         "return_token_ids": True,  # vLLM's extension: the ids, to cut and decode as the local answers are
     }
@@ -140,12 +154,13 @@ def endpoint_answers(
         for result in pool.map(lambda p: _ask(endpoint, p, stop_ids, max_new_tokens, tokenizer), prompts):
             results.append(result)
             done(len(results))
-    matches, first = 0, None
+    matches, first, capped = 0, None, 0
     returned = [ids for _, ids in results if ids is not None]
     for prompt, (_, ids) in zip(prompts, results, strict=True):
         if ids is None:
             continue
         ours = tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+        capped += room(endpoint, len(ours), max_new_tokens) < max_new_tokens
         if list(ids) == ours:
             matches += 1
         elif first is None:
@@ -156,4 +171,4 @@ def endpoint_answers(
                 "ftc": tokenizer.decode(ours[max(0, at - 8) : at + 8]),
                 "served": tokenizer.decode(list(ids)[max(0, at - 8) : at + 8]),
             }
-    return Served([a for a, _ in results], matches if returned else -1, first)
+    return Served([a for a, _ in results], matches if returned else -1, first, capped)

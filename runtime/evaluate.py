@@ -151,6 +151,7 @@ def _served_side(endpoint: Endpoint, prompts: list[Prompt], tokenizer, stop_ids,
             "not returned by the server" if served.prompt_ids_match < 0 else f"{served.prompt_ids_match}/{len(prompts)}"
         ),
         "first_prompt_mismatch": served.first_mismatch,
+        "answers_capped_by_max_model_len": served.capped,
     }
     return _Side(served.answers, results, facts)
 
@@ -285,17 +286,18 @@ def evaluate_run(
     sides: dict[str, _Side | None] = {"base": None, "tuned": None}
     if texts or tasks:  # text data with no general task: nothing to ask the models
         place = placement(run.lock)
+        if endpoint is not None:  # first: a server that cannot answer is known before the base's minutes
+            mark = time.monotonic()
+            sides["tuned"] = _served_side(endpoint, [p for _, p in prompts], tokenizer, stop_ids, max_new_tokens, manager, tasks, limit, step)
+            timings["tuned"] = time.monotonic() - mark
         mark = time.monotonic()
         step("base: loading")
         base = load_trained_base(run, place) if (compare_base or (run.adapter and endpoint is None)) else None
         if compare_base:
             sides["base"] = _run_side(base, tokenizer, texts, stop_ids, max_new_tokens, manager, tasks, limit, step, "base")
         timings["base"] = time.monotonic() - mark
-        mark = time.monotonic()
-        if endpoint is not None:
-            del base
-            sides["tuned"] = _served_side(endpoint, [p for _, p in prompts], tokenizer, stop_ids, max_new_tokens, manager, tasks, limit, step)
-        else:
+        if endpoint is None:
+            mark = time.monotonic()
             step("tuned: loading")
             if run.adapter:
                 tuned = attach_adapter(run, base).merge_and_unload()  # merges into base's own modules
@@ -304,7 +306,7 @@ def evaluate_run(
                 tuned = load_tuned(run, place)
             sides["tuned"] = _run_side(tuned, tokenizer, texts, stop_ids, max_new_tokens, manager, tasks, limit, step, "tuned")
             del tuned
-        timings["tuned"] = time.monotonic() - mark
+            timings["tuned"] = time.monotonic() - mark
 
     step("scoring")
     # None: that model was not evaluated (compare_base = false); []: there was nothing to ask it
@@ -345,6 +347,13 @@ def evaluate_run(
         notes.append(
             "the plan holds no examples out, so these are the first training examples, which the tuned model has "
             "seen: the scores flatter it; set data.validation or data.validation_split"
+        )
+    served = sides["tuned"].served if sides["tuned"] else None
+    if served and served["answers_capped_by_max_model_len"]:
+        notes.append(
+            f"{served['answers_capped_by_max_model_len']} request(s) to the endpoint asked for fewer than max_new_tokens "
+            f"({max_new_tokens}) new tokens, so that prompt and answer fit its max_model_len ({served['max_model_len']}); "
+            "an answer longer than that is cut there, where the local model would go on"
         )
     cut = sum(length > max_new_tokens for length in ref_lengths)
     if cut:

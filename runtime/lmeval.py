@@ -132,6 +132,13 @@ def _main_metric(config: dict[str, Any], scores: dict[str, float]) -> str:
     return next(k for k in scores if not k.endswith("_stderr"))
 
 
+def _gather_quietly(gather):
+    async def quietly(*tasks, **kwargs):
+        return await gather(*tasks, **{**kwargs, "disable": True})
+
+    return quietly
+
+
 @contextmanager
 def quiet():
     """lm-eval's progress bars, notices and run metadata, which ftc does not use, kept out of ftc's output:
@@ -143,8 +150,10 @@ def quiet():
     import lm_eval.api.model
     import lm_eval.api.task
     import lm_eval.evaluator
+    import lm_eval.models.api_models
     import lm_eval.models.huggingface
     from tqdm import tqdm
+    from tqdm.asyncio import tqdm_asyncio
 
     logger = logging.getLogger("lm_eval")
     level, bars = logger.level, not datasets.are_progress_bars_disabled()
@@ -158,6 +167,9 @@ def quiet():
             mock.patch.object(lm_eval.api.task, "tqdm", silent),
             mock.patch.object(lm_eval.api.model, "tqdm", silent),
             mock.patch.object(lm_eval.models.huggingface, "tqdm", silent),
+            # the endpoint's "Requesting API" bars (api_models lacks its names without lm-eval's [api] extra)
+            mock.patch.object(lm_eval.models.api_models, "tqdm", silent, create=True),
+            mock.patch.object(tqdm_asyncio, "gather", _gather_quietly(tqdm_asyncio.gather)),
             mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", lambda: None),
             mock.patch.object(lm_eval.evaluator, "add_env_info", lambda results: None),
         ):
@@ -186,11 +198,16 @@ def score_endpoint(endpoint, tokenizer, stop_ids: Sequence[int], manager, tasks:
     A task the endpoint cannot score (a loglikelihood task needs a tokenizer here) is {"error": why}."""
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
+    from .endpoint import room
     from .parity import cut_at_stop
 
     class _Completions(LocalCompletionsAPI):
         def _create_payload(self, messages, generate=False, gen_kwargs=None, seed=1234, eos=None, **kwargs):
             payload = super()._create_payload(messages, generate=generate, gen_kwargs=gen_kwargs, seed=seed, eos=eos, **kwargs)
+            if generate:  # within the server's max_model_len, as ftc's own requests (endpoint.room)
+                prompts = [messages] if isinstance(messages, str) else list(messages)
+                longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+                payload["max_tokens"] = max(1, room(endpoint, longest, payload["max_tokens"]))
             # the rendered prompt already holds every special token, as for the local model (add_bos_token=False)
             return {**payload, "add_special_tokens": False, "stop_token_ids": list(stop_ids), "return_token_ids": True}
 

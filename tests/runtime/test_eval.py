@@ -222,6 +222,14 @@ def test_endpoint_refusals_before_any_model_loads(tmp_path, monkeypatch):
     assert shown == "http://example.test:8443/x" and "secret" not in shown
 
 
+def test_requests_stay_within_the_servers_context():
+    from ftc.runtime.endpoint import Endpoint, room
+
+    served = Endpoint("http://127.0.0.1:8000", "m", None, None, {"max_model_len": 256})
+    assert room(served, 100, 256) == 156 and room(served, 10, 64) == 64 and room(served, 300, 64) == 0
+    assert room(Endpoint("http://127.0.0.1:8000", "m", None, None, {}), 10_000, 64) == 64  # no limit given
+
+
 # --- lm-eval ------------------------------------------------------------------------------------------------
 
 

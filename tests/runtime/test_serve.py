@@ -248,8 +248,10 @@ def _eval_through_the_endpoint(run_dir: Path, base_url: str, monkeypatch, capsys
     assert f"${KEY_ENV} is not set" in capsys.readouterr().err
     monkeypatch.setenv(KEY_ENV, KEY)
     assert main(["eval", str(run_dir), "--max-examples", "4", "--endpoint", base_url, "--api-key-env", KEY_ENV]) == 0
-    shown = capsys.readouterr().out
+    captured = capsys.readouterr()
+    shown = captured.out
     assert "served answers equal to eval.json's local ones: 4/4" in shown, shown
+    assert "Requesting API" not in captured.err  # lm-eval's own progress bars stay out of ftc's output
     served = json.loads((run_dir / "eval-endpoint.json").read_text())
     facts = served["endpoint"]
     assert facts["url"] == base_url.removesuffix("/v1") and facts["model"] == "tiny-lora" and facts["api_key_env"] == KEY_ENV
