@@ -11,9 +11,10 @@ A run folder (runs/<name>/<run-id>/) holds:
   merged/         after `ftc merge`: the merged model, ready for vLLM
   samples.json    base versus tuned answers to a few held-out prompts, written at the end of `ftc run`
   eval.json       after `ftc eval`: metrics base versus tuned, lm-eval, gates, diagnosis, every answer
+  eval-endpoint.json  after `ftc eval --endpoint URL`: the same, with the tuned side as the server answers
   eval/lm_eval/   the local lm-eval task `ftc eval` writes from the held-out split
   report.html     after `ftc report`: one self-contained page with plots
-  serve.log       what vLLM printed under `ftc serve` (the parity result is in run.json under "serve")
+  serve.log       what vLLM printed under `ftc serve` (the parity results are in run.json under "serve", one per mode)
 """
 
 from __future__ import annotations

@@ -295,6 +295,21 @@ def _process_tree(pid: int) -> dict[int, str]:
     return tree
 
 
+def _workers(tree: dict[int, str], script: Path) -> dict[int, str]:
+    """The processes of `tree` that run the training script itself (torchrun's workers), not the launcher that
+    names it on its command line."""
+    found = {}
+    for pid, started in tree.items():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(script.name.encode()) for a in argv) and not any(a.endswith((b"accelerate", b"torchrun")) for a in argv):
+            if any(Path(os.fsdecode(a)).resolve() == script.resolve() for a in argv if a.endswith(script.name.encode())):
+                found[pid] = started
+    return found
+
+
 def _signal_tree(tree: dict[int, str], sig: signal.Signals) -> int:
     """Send `sig` to the processes of `tree` that still run (a reused process id has another start time); how many."""
     sent = 0
@@ -362,9 +377,15 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
                 except KeyboardInterrupt:
                     interrupts += 1
                     display.line("ftc: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)" if interrupts == 1 else "ftc: stopping now")
-                    # The first reaches the script, or torchrun, which passes it on once to each worker. A second
-                    # one reaches the workers directly: torchrun may already be gone.
-                    os.killpg(child.pid, signal.SIGINT)
+                    # One process: the script gets it. Several: the workers get it directly, not torchrun, which
+                    # would pass it on and SIGKILL any worker still busy 30 s later, its checkpoint half written
+                    # on a loaded machine. Before the workers run (or when none is found), torchrun gets it. A
+                    # second Ctrl-C reaches every process.
+                    running = _workers({**workers, **_process_tree(child.pid)}, build.directory / SCRIPT_NAME) if several else {}
+                    if interrupts == 1 and running:
+                        _signal_tree(running, signal.SIGINT)
+                    else:
+                        os.killpg(child.pid, signal.SIGINT)
                     if interrupts > 1:
                         _signal_tree({**workers, **_process_tree(child.pid)}, signal.SIGINT)
             if several and _signal_tree(workers, signal.SIGKILL):

@@ -274,3 +274,26 @@ def test_the_script_refuses_a_launch_with_another_number_of_processes(monkeypatc
     check_processes(2, "ddp", "cpu")
     with pytest.raises(SystemExit):
         check_processes(2, "fsdp", "cpu")
+
+
+def test_ctrl_c_goes_to_the_workers_not_the_launcher(tmp_path):
+    """ftc signals torchrun's workers directly: torchrun itself would SIGKILL a worker still saving 30 s later."""
+    from ftc.runtime.run import _process_tree, _workers
+
+    script = tmp_path / "train.py"
+    script.write_text("import time\ntime.sleep(60)\n", encoding="utf-8")
+    sleeper = "import sys, time; time.sleep(60)"
+    launcher = subprocess.Popen(["bash", "-c", f'"{sys.executable}" "{script}" & "{sys.executable}" -c "{sleeper}" "{script}" accelerate & wait'])
+    try:
+        deadline = time.monotonic() + 30
+        while len(_process_tree(launcher.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        tree = _process_tree(launcher.pid)
+        workers = _workers(tree, script)
+        assert len(tree) == 2 and len(workers) == 1  # the script's process; not the one that only names it
+        assert Path(f"/proc/{next(iter(workers))}/cmdline").read_bytes().split(b"\0")[1] == str(script).encode()
+    finally:
+        for pid in _process_tree(launcher.pid):
+            os.kill(pid, signal.SIGKILL)
+        launcher.kill()
+        launcher.wait()
