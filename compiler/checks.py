@@ -216,12 +216,6 @@ def _check_hardware(loaded: LoadedSpec) -> Iterator[Diagnostic]:
             yield loaded.diag("hardware.precision", "fp16 mixed precision needs CUDA", 'use "fp32" or "bf16" on the CPU, or "auto"')
         if hw.strategy.startswith("deepspeed"):
             yield loaded.diag("hardware.strategy", "DeepSpeed needs CUDA", 'use "ddp" on the CPU')
-        if hw.strategy == "fsdp":
-            yield loaded.diag(
-                "hardware.strategy",
-                "FSDP shards only across CUDA devices: accelerate runs CPU processes as DDP",
-                'use "ddp" on the CPU (every process holds the whole model)',
-            )
         described = [key for key in ("gpu_type", "gpu_memory_gb", "gpu_tflops") if getattr(hw, key) is not None]
         if described:
             key = f"hardware.{described[0]}"

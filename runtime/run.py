@@ -85,9 +85,9 @@ def check_device(lock: dict[str, Any]) -> dict[str, Any]:
         raise RunRefused('the plan needs CUDA (hardware.accelerator = "cuda") and this machine has no CUDA device; '
                          'run it on a GPU machine, or set hardware.accelerator = "auto" to allow the CPU')
     device = "cuda" if has_cuda and hardware["accelerator"] != "cpu" else "cpu"
-    if device == "cpu" and hardware["strategy"] == "fsdp":
-        raise RunRefused('the plan shards the model with FSDP, which accelerate runs only across CUDA devices '
-                         '(several CPU processes would train as DDP); set hardware.strategy = "ddp" to train on the CPU, or run it on GPUs')
+    if device == "cpu" and hardware["strategy"].startswith("deepspeed"):
+        raise RunRefused(f'the plan shards the model with DeepSpeed ({hardware["strategy"]}), which needs CUDA, and this machine has none; '
+                         'set hardware.strategy = "fsdp" or "ddp" to train on the CPU, or run it on GPUs')
     precision = hardware["precision"].get(device)
     if precision is None:
         raise RunRefused(f'the plan has no settings for {device}; set hardware.accelerator = "auto" or "{device}" and compile again')

@@ -37,22 +37,34 @@ def is_main_process():
     return int(os.environ.get("RANK", 0)) == 0
 
 
-def check_processes(planned, strategy, device):
+def check_processes(planned):
     """Refuse a launch that differs from the plan: the batch is micro batch x accumulation x processes."""
     processes = int(os.environ.get("WORLD_SIZE", 1))
     if processes != planned:
         how = "start it with launch.sh next to this script" if planned > 1 else "start it with python train.py"
         fail(f"the plan trains in {planned} process(es) and this launch started {processes}; the batch would differ: {how}")
-    if strategy == "fsdp" and device == "cpu":
-        fail('FSDP shards only across CUDA devices (accelerate runs CPU processes as DDP); set hardware.strategy = "ddp" to train on the CPU')
 
 
-def report_distributed(trainer, monitor):
+def shard_on_cpu(config, strategy):
+    """FSDP across CPU processes. torch's FSDP2 shards over gloo; accelerate (1.15) switches to FSDP only from a GPU
+    type of process state and would train CPU processes as DDP, so the state set up for `config` is given that type.
+    They still train on the CPU: the device was chosen with the state. report_distributed checks the result."""
+    from accelerate.utils import DistributedType
+
+    if strategy != "fsdp" or config.device.type != "cpu":  # config.device sets the state up; a new config would reset it
+        return
+    if config.distributed_state.distributed_type == DistributedType.MULTI_CPU:
+        config.distributed_state.distributed_type = DistributedType.MULTI_GPU
+
+
+def report_distributed(trainer, monitor, strategy):
     """Say how several processes train together (number, torch.distributed backend, accelerate's mode)."""
     if trainer.args.world_size == 1:
         return
     if not torch.distributed.is_initialized():
         fail(f"{trainer.args.world_size} processes were started, and they did not join a process group; each would train alone")
+    if strategy == "fsdp" and trainer.accelerator.distributed_type.value != "FSDP":
+        fail(f"the plan shards the model with FSDP, and accelerate set up {trainer.accelerator.distributed_type.value}; the processes would not shard")
     fields = {
         "processes": torch.distributed.get_world_size(),
         "backend": str(torch.distributed.get_backend()),

@@ -70,15 +70,17 @@ def test_run_uses_the_launcher_and_refuses_many_nodes_locally(tmp_path):
         command_for(many, tmp_path / "run")
 
 
-def test_fsdp_is_refused_where_it_would_run_on_the_cpu(tmp_path, monkeypatch):
-    """accelerate shards only across CUDA devices: on the CPU, its processes would train as DDP."""
+def test_a_plan_that_may_meet_cuda_runs_on_the_cpu_unless_it_needs_deepspeed(tmp_path, monkeypatch):
+    """FSDP and DDP train CPU processes over gloo; DeepSpeed needs CUDA, and is refused before any process starts."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    fsdp = _build(tmp_path, 'accelerator = "auto"\ngpus = 2\nstrategy = "fsdp"')
-    with pytest.raises(RunRefused, match='FSDP.*hardware.strategy = "ddp"'):
-        check_device(fsdp.lock)
-    assert check_device(_build(tmp_path, 'accelerator = "auto"\ngpus = 2\nstrategy = "ddp"').lock)["kind"] == "cpu"
+    for strategy in ("fsdp", "ddp"):
+        plan = _build(tmp_path, f'accelerator = "auto"\ngpus = 2\nstrategy = "{strategy}"')
+        assert check_device(plan.lock)["kind"] == "cpu"
+    zero3 = _build(tmp_path, 'accelerator = "auto"\ngpus = 2\nstrategy = "deepspeed_zero3"')
+    with pytest.raises(RunRefused, match='DeepSpeed.*needs CUDA.*hardware.strategy = "fsdp" or "ddp"'):
+        check_device(zero3.lock)
 
 
 def test_eject_carries_the_launch_files(tmp_path):
