@@ -406,6 +406,39 @@ def test_fsdp_trains_full_weights_and_qlora_as_one_process(method_runs, kind):
     assert moved <= 0.05 * 3 * learning_rate
 
 
+def test_two_nodes_started_by_hand_train_as_one_process(project):
+    """A plan for 2 nodes x 1 device, started as its launch.sh says: once per node, with the first node's address
+    and each node's NODE_RANK (here both on this machine). `ftc run` refuses it and says so."""
+    root, _, _ = project
+    (root / "nodes.toml").write_text(
+        (root / "ddp.toml").read_text(encoding="utf-8").replace('name = "ddp"', 'name = "nodes"').replace("gpus = 2", "gpus = 1\nnodes = 2"),
+        encoding="utf-8",
+    )
+    build = compile_build(root / "nodes.toml", root=root)
+    write_build(build)
+    refused = ftc(root, "run", "nodes.toml", "--samples", "0")
+    assert refused.returncode != 0 and "launch.sh on each node" in refused.stderr, refused.stderr
+    launch = (build.directory / "launch.sh").read_text(encoding="utf-8")
+    assert "--num_machines 2" in launch and '--machine_rank "${NODE_RANK:-0}"' in launch
+    out = root / "runs" / "nodes" / "by-hand"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port(), PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # accelerate, as in a node's environment
+    nodes = [
+        subprocess.Popen(["bash", str(build.directory / "launch.sh"), "--output-dir", str(out), "--no-progress-bar"],
+                         cwd=root, env=dict(env, NODE_RANK=str(rank)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert "distributed: 2 processes, MULTI_CPU over gloo" in outputs[0]
+    single, double = step_logs(runs_of(root, "one")[0]), step_logs(out)
+    assert sorted(double) == list(range(1, MAX_STEPS + 1))
+    worst = max(abs(double[s]["loss"] - single[s]["loss"]) / abs(single[s]["loss"]) for s in single)
+    print(f"2 nodes against one process, per-step loss: max relative difference {worst:.2e}")
+    assert worst <= LOSS_RTOL
+    assert (out / "final" / "adapter_model.safetensors").is_file()
+
+
 def test_the_script_refuses_a_launch_with_another_number_of_processes(monkeypatch, capsys):
     from ftc.templates.run_support import check_processes
 
