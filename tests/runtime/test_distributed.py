@@ -50,17 +50,16 @@ seed = 3
 base = "{model}"
 
 [data]
-train = "data/train.jsonl"
-format = "chat"
-max_length = 512
-packing = true
+{data}
 
+[method]
 {method}
+
 [training]
 max_steps = {max_steps}
 save_steps = {save_steps}
 save_total_limit = 10
-learning_rate = 1e-2
+learning_rate = {learning_rate}
 warmup_steps = 0
 batch_size = 8
 micro_batch_size = {micro}
@@ -71,14 +70,19 @@ report_to = []
 accelerator = "cpu"
 {hardware}
 """
-SPEC_METHOD = """[method]
-kind = "lora"
-r = 4
-lora_alpha = 8
-lora_dropout = 0.0
-target_modules = "all-linear"
-"""
-SPEC = SPEC.replace("{method}", SPEC_METHOD)
+CHAT_DATA = 'train = "data/train.jsonl"\nformat = "chat"\nmax_length = 512\npacking = true'
+LORA = 'r = 4\nlora_alpha = 8\nlora_dropout = 0.0\ntarget_modules = "all-linear"'
+
+
+def write_spec(root: Path, name: str, plan: str, model: Path, **settings) -> Path:
+    """root/<name>.toml for one of PLANS: LoRA SFT on packed chats, MAX_STEPS steps, unless `settings` say otherwise."""
+    micro, hardware = PLANS[plan]
+    values = {"data": CHAT_DATA, "method": f'kind = "lora"\n{LORA}', "max_steps": MAX_STEPS, "save_steps": SAVE_STEPS, "learning_rate": 1e-2}
+    spec = SPEC.format(**{**values, **settings}, name=name, model=os.path.relpath(model, root), micro=micro, hardware=hardware)
+    (root / f"{name}.toml").write_text(spec, encoding="utf-8")
+    return root / f"{name}.toml"
+
+
 PLANS = {
     "one": (4, "gpus = 1"),
     "ddp": (2, 'gpus = 2\nstrategy = "ddp"'),
@@ -158,11 +162,8 @@ def project(tmp_path_factory, tiny_model):
     (root / "data").mkdir()
     lines = DATA.joinpath("train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (root / "data" / "train.jsonl").write_text("".join(lines[:64]), encoding="utf-8")  # packs into 24 sequences: 3 whole steps
-    model = os.path.relpath(tiny_model, root)
-    for name, (micro, hardware) in PLANS.items():
-        spec = SPEC.format(name=name, model=model, max_steps=MAX_STEPS, save_steps=SAVE_STEPS, micro=micro, hardware=hardware)
-        (root / f"{name}.toml").write_text(spec, encoding="utf-8")
-        write_build(compile_build(root / f"{name}.toml", root=root))
+    for name in PLANS:
+        write_build(compile_build(write_spec(root, name, name, tiny_model), root=root))
     timings = {}
     started = time.monotonic()
     one = ftc(root, "run", "one.toml", "--samples", "0")
@@ -277,41 +278,6 @@ def test_only_rank_zero_writes_the_run_files(project, tiny_model, name, weights)
     assert (run_dir / "final" / "chat_template.jinja").is_file()
 
 
-PREFERENCE_SPEC = """
-[project]
-name = "{name}"
-seed = 3
-
-[model]
-base = "{model}"
-
-[data]
-train = "data/prefs.jsonl"
-format = "preference"
-max_length = 320
-
-[method]
-kind = "dpo"
-adapter = "lora"
-r = 4
-lora_alpha = 8
-lora_dropout = 0.0
-target_modules = "all-linear"
-
-[training]
-max_steps = 4
-save_steps = 4
-learning_rate = 1e-3
-warmup_steps = 0
-batch_size = 8
-micro_batch_size = {micro}
-logging_steps = 1
-report_to = []
-
-[hardware]
-accelerator = "cpu"
-{hardware}
-"""
 PREFERENCE_TOLERANCE = {"loss": 1e-5, "grad_norm": 1e-4, "logps/chosen": 1e-6, "logps/rejected": 1e-6}
 
 
@@ -322,11 +288,11 @@ def preference_runs(tmp_path_factory, tiny_model):
     (root / "data").mkdir()
     lines = (REPO / "specs" / "data" / "ticket_triage_prefs" / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (root / "data" / "prefs.jsonl").write_text("".join(lines[:48]), encoding="utf-8")  # 6 whole steps of 8 pairs
-    model = os.path.relpath(tiny_model, root)
     runs = {}
-    for name, (micro, hardware) in PLANS.items():
-        (root / f"{name}.toml").write_text(PREFERENCE_SPEC.format(name=name, model=model, micro=micro, hardware=hardware), encoding="utf-8")
-        write_build(compile_build(root / f"{name}.toml", root=root))
+    for name in PLANS:
+        data = 'train = "data/prefs.jsonl"\nformat = "preference"\nmax_length = 320'
+        spec = write_spec(root, name, name, tiny_model, data=data, method=f'kind = "dpo"\nadapter = "lora"\n{LORA}', max_steps=4, save_steps=4, learning_rate=1e-3)
+        write_build(compile_build(spec, root=root))
         result = ftc(root, "run", f"{name}.toml", "--samples", "0")
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
         (runs[name],) = runs_of(root, name)
@@ -359,7 +325,7 @@ def test_dpo_in_two_processes_trains_as_one(preference_runs, name):
 
 METHODS = {
     "full": ('kind = "full"', 1e-4, "model.safetensors"),
-    "qlora": ('kind = "qlora"\nr = 4\nlora_alpha = 8\nlora_dropout = 0.0\ntarget_modules = "all-linear"', 1e-3, "adapter_model.safetensors"),
+    "qlora": (f'kind = "qlora"\n{LORA}', 1e-3, "adapter_model.safetensors"),
 }
 
 
@@ -370,15 +336,11 @@ def method_runs(tmp_path_factory, tiny_model):
     (root / "data").mkdir()
     lines = DATA.joinpath("train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (root / "data" / "train.jsonl").write_text("".join(lines[:64]), encoding="utf-8")
-    model = os.path.relpath(tiny_model, root)
     runs = {}
     for kind, (method, learning_rate, _) in METHODS.items():
         for plan in ("one", "fsdp"):
-            micro, hardware = PLANS[plan]
-            spec = SPEC.format(name=f"{kind}-{plan}", model=model, max_steps=3, save_steps=3, micro=micro, hardware=hardware)
-            spec = spec.replace(SPEC_METHOD, f"[method]\n{method}\n").replace("learning_rate = 1e-2", f"learning_rate = {learning_rate}")
-            (root / f"{kind}-{plan}.toml").write_text(spec, encoding="utf-8")
-            write_build(compile_build(root / f"{kind}-{plan}.toml", root=root))
+            spec = write_spec(root, f"{kind}-{plan}", plan, tiny_model, method=method, max_steps=3, save_steps=3, learning_rate=learning_rate)
+            write_build(compile_build(spec, root=root))
             result = ftc(root, "run", f"{kind}-{plan}.toml", "--samples", "0")
             assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
             (runs[kind, plan],) = runs_of(root, f"{kind}-{plan}")
@@ -406,15 +368,13 @@ def test_fsdp_trains_full_weights_and_qlora_as_one_process(method_runs, kind):
     assert moved <= 0.05 * 3 * learning_rate
 
 
-def test_two_nodes_started_by_hand_train_as_one_process(project):
+def test_two_nodes_started_by_hand_train_as_one_process(project, tiny_model):
     """A plan for 2 nodes x 1 device, started as its launch.sh says: once per node, with the first node's address
     and each node's NODE_RANK (here both on this machine). `ftc run` refuses it and says so."""
     root, _, _ = project
-    (root / "nodes.toml").write_text(
-        (root / "ddp.toml").read_text(encoding="utf-8").replace('name = "ddp"', 'name = "nodes"').replace("gpus = 2", "gpus = 1\nnodes = 2"),
-        encoding="utf-8",
-    )
-    build = compile_build(root / "nodes.toml", root=root)
+    spec = write_spec(root, "nodes", "ddp", tiny_model)
+    spec.write_text(spec.read_text(encoding="utf-8").replace("gpus = 2", "gpus = 1\nnodes = 2"), encoding="utf-8")
+    build = compile_build(spec, root=root)
     write_build(build)
     refused = ftc(root, "run", "nodes.toml", "--samples", "0")
     assert refused.returncode != 0 and "launch.sh on each node" in refused.stderr, refused.stderr
