@@ -27,8 +27,10 @@ OUT_OF_MEMORY = 3
 DISK_FULL = 4
 
 
-def fail(message, status=1):
-    print(f"ftc: {message}", file=sys.stderr)
+def fail(message, status=1, say=True):
+    """Exit with `status`; `say` is False in the other processes of a run where every one stops alike."""
+    if say:
+        print(f"ftc: {message}", file=sys.stderr)
     sys.exit(status)
 
 
@@ -206,7 +208,11 @@ class RunMonitor(TrainerCallback):
         self.keep_checkpoints = keep_checkpoints
         self.signalled = False  # Ctrl-C reached this process
         self.stop_requested = False  # the run stops at the end of this step, with a checkpoint
+        self.training = False
         self.main_process = is_main_process()
+        # From the start, not from train_begin: with several processes, Ctrl-C may reach one that is still setting up
+        # while another trains, and stopping that one at once would break the other's next collective.
+        signal.signal(signal.SIGINT, self.request_stop)
 
     def emit(self, event, **fields):
         if not self.main_process:
@@ -222,10 +228,11 @@ class RunMonitor(TrainerCallback):
             raise KeyboardInterrupt  # the second Ctrl-C stops at once; sealed checkpoints stay as they are
         self.signalled = True
         if self.main_process:
-            print("\nftc: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            when = "after this step" if self.training else "after the first step"
+            print(f"\nftc: stopping {when} and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        signal.signal(signal.SIGINT, self.request_stop)
+        self.training = True
         self.emit("train_begin", step=state.global_step, max_steps=state.max_steps, tokens=state.num_input_tokens_seen)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -297,7 +304,7 @@ def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir,
         }
         if monitor.stop_requested:
             monitor.emit("end", status="interrupted", **ended)
-            fail(f"stopped at step {state.global_step} with a sealed checkpoint; continue with --resume", INTERRUPTED)
+            fail(f"stopped at step {state.global_step} with a sealed checkpoint; continue with --resume", INTERRUPTED, monitor.main_process)
         final = output_dir / "final"
         if trainer.is_fsdp_enabled:
             # checkpoints stay sharded, a file per process; the trainer saves nothing for a sharded final model
@@ -307,7 +314,7 @@ def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir,
             tokenizer.save_pretrained(str(final))  # with the locked chat template
     except KeyboardInterrupt:
         monitor.emit("end", status="interrupted", step=trainer.state.global_step, **peak_memory(device))
-        fail("stopped at once; the last sealed checkpoint is kept (continue with --resume)", INTERRUPTED)
+        fail("stopped at once; the last sealed checkpoint is kept (continue with --resume)", INTERRUPTED, monitor.main_process)
     except Exception as exc:
         if is_out_of_memory(exc):
             monitor.emit("end", status="out_of_memory", step=trainer.state.global_step, **peak_memory(device))
