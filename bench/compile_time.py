@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FTC = [sys.executable, "-m", "ftc.compiler.cli"]
+FTC = [sys.executable, "-m", "ftc.cli"]
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:

@@ -97,7 +97,7 @@ def run_check(folder: Path, workers: str | None) -> dict:
     env.pop("FTC_WORKERS", None)
     if workers:
         env["FTC_WORKERS"] = workers
-    command = [sys.executable, "-m", "ftc.compiler.cli", "data", "check", "spec.toml", "--json"]
+    command = [sys.executable, "-m", "ftc.cli", "data", "check", "spec.toml", "--json"]
     peak = 0
     start = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

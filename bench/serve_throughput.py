@@ -73,7 +73,7 @@ def post(url: str, body: dict) -> dict:
 
 def bench_vllm(model_dir: Path, conversations, tokens: int, rounds: int, tmp: Path, env_extra: dict[str, str]) -> dict:
     from ftc.runtime.merge import stop_token_ids
-    from ftc.runtime.serve import (
+    from ftc.runtime.serve.command import (
         Settings,
         Target,
         VllmServer,

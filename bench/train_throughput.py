@@ -161,7 +161,7 @@ report_to = []
 
 def compile_ftc(folder: Path, spec: str, file_name: str = "spec.toml"):
     """Compile spec text into folder/build/<name>/ with ftc's compiler API; returns the Build."""
-    from ftc.compiler.build import compile_build, write_build
+    from ftc.compiler.build.compile import compile_build, write_build
     from ftc.compiler.diagnostics import SpecError
 
     (folder / file_name).write_text(spec, encoding="utf-8")

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from ftc.compiler.build import build_dir
-from ftc.compiler.data import DataProblem, Record, iter_records
+from ftc.compiler.build.compile import build_dir
+from ftc.compiler.data.read import DataProblem, Record, iter_records
 from ftc.compiler.hashing import FileHasher
-from ftc.compiler.inputs import relative_to_root
+from ftc.compiler.plan.inputs import relative_to_root
 from ftc.templates import prepare
 
-from .models import RunFolder
-from .record import RunFolderError
+from ftc.runtime.models import RunFolder
+from ftc.runtime.runfolder import RunFolderError
 
 
 @dataclass(frozen=True)

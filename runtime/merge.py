@@ -51,8 +51,8 @@ from typing import Any
 
 from ftc.templates import prepare
 
-from .heldout import held_out
-from .models import (
+from ftc.runtime.heldout import held_out
+from ftc.runtime.models import (
     CHAT_TEMPLATE_NAME,
     Placement,
     RunFolder,
@@ -65,7 +65,7 @@ from .models import (
     open_run,
     placement,
 )
-from .record import update_record
+from ftc.runtime.runfolder import update_record
 
 MERGED = "merged"
 REJECTED = "merged.rejected"

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ftc.compiler.hashing import sha256_bytes
-from ftc.compiler.inputs import InputError, package_file
+from ftc.compiler.plan.inputs import InputError, package_file
 
-from .record import RunFolderError, read_record, run_lock
+from ftc.runtime.runfolder import RunFolderError, read_record, run_lock
 
 FINAL = "final"
 DEQUANTIZED_BASE = "base-dequantized"
@@ -83,7 +83,7 @@ def open_run(run_dir: Path) -> RunFolder:
 def check_base_unchanged(run: RunFolder) -> None:
     """An adapter only means something on the base it was trained on: its files must still hash as locked."""
     from ftc.compiler.hashing import FileHasher
-    from ftc.compiler.inputs import resolve_model
+    from ftc.compiler.plan.inputs import resolve_model
 
     model = run.lock["inputs"]["model"]
     try:

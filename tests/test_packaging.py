@@ -22,8 +22,8 @@ def test_wheel_carries_the_templates_and_runs(tmp_path):
     for name in ("sft.py.j2", "dpo.py.j2", "prepare.py", "starter.toml"):
         assert (target / "ftc" / "templates" / name).is_file(), name
     env = dict(os.environ, PYTHONPATH=str(target))
-    probe = "import ftc.compiler.render as r, ftc.runtime.run; print(r.templates_dir())"
+    probe = "import ftc.compiler.build.render as r, ftc.runtime.run.execute; print(r.templates_dir())"
     where = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert where.startswith(str(target)), where
-    result = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "validate", "specs/quickstart.toml"], cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "ftc.cli", "validate", "specs/quickstart.toml"], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

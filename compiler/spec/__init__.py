@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import SpecModel
-from .data import Data
-from .evaluation import Evaluation
-from .hardware import Hardware
-from .method import METHOD_KINDS, Dpo, Full, Lora, Method, Qlora
-from .model import Model
-from .project import Project
-from .serve import Serve
-from .training import Training
+from ftc.compiler.spec.base import SpecModel
+from ftc.compiler.spec.data import Data
+from ftc.compiler.spec.evaluation import Evaluation
+from ftc.compiler.spec.hardware import Hardware
+from ftc.compiler.spec.method import METHOD_KINDS, Dpo, Full, Lora, Method, Qlora
+from ftc.compiler.spec.model import Model
+from ftc.compiler.spec.project import Project
+from ftc.compiler.spec.serve import Serve
+from ftc.compiler.spec.training import Training
 
 
 class Spec(SpecModel):

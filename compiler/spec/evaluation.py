@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import SpecModel
+from ftc.compiler.spec.base import SpecModel
 
 METRICS = (
     "exact_match",

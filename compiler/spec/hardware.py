@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..gpus import GPUS
-from .base import SpecModel
+from ftc.compiler.plan.gpus import GPUS
+from ftc.compiler.spec.base import SpecModel
 
 GPU_TYPES = tuple(GPUS)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import SpecModel
+from ftc.compiler.spec.base import SpecModel
 
 OPTIMIZERS = (
     "auto",

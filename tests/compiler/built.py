@@ -13,7 +13,7 @@ from typing import Any
 
 from conftest import GOLDEN_PACKAGES, REPO
 
-from ftc.compiler.build import Build, compile_build
+from ftc.compiler.build.compile import Build, compile_build
 
 
 @lru_cache(maxsize=1)

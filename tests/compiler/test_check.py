@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import GOLDEN_PACKAGES, REPO
 
-from ftc.compiler.build import compile_build, stale_inputs, write_build
+from ftc.compiler.build.compile import compile_build, stale_inputs, write_build
 
 
 @pytest.fixture()
@@ -57,10 +57,10 @@ def test_edited_script_is_named(project):
 
 
 def test_cli_check_exit_codes(project):
-    cmd = [sys.executable, "-m", "ftc.compiler.cli", "compile", "--check", "specs/quickstart.toml"]
+    cmd = [sys.executable, "-m", "ftc.cli", "compile", "--check", "specs/quickstart.toml"]
     first = subprocess.run(cmd, capture_output=True, text=True)
     # the build above was written with the golden package pins; the installed ones may differ
-    subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "compile", "specs/quickstart.toml"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "ftc.cli", "compile", "specs/quickstart.toml"], check=True, capture_output=True)
     assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0, first.stderr
     train = project / "specs/data/ticket_triage/train.jsonl"
     train.write_text("".join(train.read_text(encoding="utf-8").splitlines(keepends=True)[:-1]), encoding="utf-8")
@@ -70,23 +70,23 @@ def test_cli_check_exit_codes(project):
 
 
 def test_run_refuses_an_edited_script(project):
-    subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "compile", "specs/quickstart.toml"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "ftc.cli", "compile", "specs/quickstart.toml"], check=True, capture_output=True)
     script = project / "build/quickstart/train.py"
     text = script.read_text(encoding="utf-8")
     assert "\nMAX_STEPS = " in text
     script.write_text(text.replace("\nMAX_STEPS = ", "\nMAX_STEPS = 1000  # was "), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "run", "specs/quickstart.toml"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "ftc.cli", "run", "specs/quickstart.toml"], capture_output=True, text=True)
     assert result.returncode == 1
     assert "edited by hand" in result.stderr and "ftc compile specs/quickstart.toml" in result.stderr
 
 
 def test_run_of_a_build_folder_works_from_any_folder(project, tmp_path_factory):
-    subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "compile", "specs/quickstart.toml"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "ftc.cli", "compile", "specs/quickstart.toml"], check=True, capture_output=True)
     script = project / "build/quickstart/train.py"
     script.write_text(script.read_text(encoding="utf-8") + "# tweak\n", encoding="utf-8")
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     result = subprocess.run(
-        [sys.executable, "-m", "ftc.compiler.cli", "run", str(project / "build/quickstart")], cwd=elsewhere, capture_output=True, text=True
+        [sys.executable, "-m", "ftc.cli", "run", str(project / "build/quickstart")], cwd=elsewhere, capture_output=True, text=True
     )
     assert result.returncode == 1
     assert "edited by hand" in result.stderr

@@ -12,10 +12,10 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ftc.compiler.build import compile_build, write_build
-from ftc.compiler.clean import Cleaning, clean_records, clean_value
-from ftc.compiler.data import Record
-from ftc.compiler.eject import eject
+from ftc.compiler.build.compile import compile_build, write_build
+from ftc.compiler.data.clean import Cleaning, clean_records, clean_value
+from ftc.compiler.data.read import Record
+from ftc.compiler.build.eject import eject
 
 texts = st.sampled_from(["", " ", "Hi", "hi", " hi  ", "HI", "caf\u00e9", "cafe\u0301", "\uff48\uff49", "a  b", "a b"])
 turns = st.lists(st.tuples(st.sampled_from(["user", "assistant"]), texts), min_size=1, max_size=4)
@@ -114,7 +114,7 @@ accelerator = "cpu"
     write_build(build)
     written = (build.directory / "data" / "train.jsonl").read_bytes()
     assert hashlib.sha256(written).hexdigest() == build.lock["artifacts"]["data/train.jsonl"]  # streamed out, as hashed
-    checked = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "data", "check", "spec.toml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    checked = subprocess.run([sys.executable, "-m", "ftc.cli", "data", "check", "spec.toml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     summary = json.loads(checked.stdout)
     assert summary["cleaning"] == {"removed": 1, "changed": 1}  # the check describes the cleaned data, as it trains
     assert {k: s["examples"] for k, s in summary["splits"].items()} == {k: s["examples"] for k, s in splits.items()}
@@ -175,13 +175,13 @@ accelerator = "cpu"
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
-    checked = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "data", "check", "spec.toml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    checked = subprocess.run([sys.executable, "-m", "ftc.cli", "data", "check", "spec.toml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     report = json.loads(checked.stdout)
     assert report["format"] == "completion" and report["splits"]["train"]["tokens"] == build.lock["data"]["splits"]["train"]["tokens"]
 
     # a system prompt that nothing uses is an error, not a silently ignored key
     (tmp_path / "spec.toml").write_text(spec.replace('convert_to = "chat"\n', ""), encoding="utf-8")
-    from ftc.compiler.checks import validate
+    from ftc.compiler.spec.checks import validate
 
     _, diags, _ = validate(tmp_path / "spec.toml")
     assert any(d.key == "data.system_prompt" and d.is_error for d in diags)

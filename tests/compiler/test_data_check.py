@@ -15,7 +15,7 @@ CORPUS = REPO / "tests" / "data" / "broken"
 
 
 def data_check(cwd: Path, spec: str, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "data", "check", spec, *flags], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ftc.cli", "data", "check", spec, *flags], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def project(root: Path, tiny_model: Path, train: list[str], validation: list[str] | None = None, extra: str = "") -> None:
@@ -73,7 +73,7 @@ def test_broken_data_is_reported_line_by_line(tmp_path, tiny_model):
     for number, text in expected:
         assert f"data/train.jsonl:{number}: " in result.stderr and text in result.stderr, (number, text)
     assert "`ftc compile` refuses to build until they are fixed" in result.stderr
-    compiled = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "compile", "spec.toml"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    compiled = subprocess.run([sys.executable, "-m", "ftc.cli", "compile", "spec.toml"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert compiled.returncode == 1 and "turn 2 has unknown role 'bot'" in compiled.stderr
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from ftc.compiler.data import survey
+from ftc.compiler.data.read import survey
 
 CORPUS = REPO / "tests" / "data" / "broken"
 FILES = sorted(p for p in CORPUS.iterdir() if p.suffix in (".jsonl", ".json"))

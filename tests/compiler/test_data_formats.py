@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
 
-from ftc.compiler.build import compile_build, write_build
-from ftc.compiler.data import DataProblem, Record, iter_records, survey
+from ftc.compiler.build.compile import compile_build, write_build
+from ftc.compiler.data.read import DataProblem, Record, iter_records, survey
 
 DATA = REPO / "specs" / "data"
 

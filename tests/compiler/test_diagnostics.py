@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ftc.compiler.checks import validate
+from ftc.compiler.spec.checks import validate
 from ftc.compiler.diagnostics import Diagnostic
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ def test_valid_spec_has_no_diagnostics() -> None:
 
 def ftc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ftc.compiler.cli", *args],
+        [sys.executable, "-m", "ftc.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -7,9 +7,9 @@ import json
 import pytest
 from built import quickstart, quickstart_lock
 
-from ftc.compiler import cli
-from ftc.compiler.diff import SECTIONS, changes, diff_locks
-from ftc.compiler.lock import canonical
+from ftc.cli import main as cli
+from ftc.compiler.plan.diff import SECTIONS, changes, diff_locks
+from ftc.compiler.build.lock import canonical
 
 
 def _items(lines: list[str]) -> list[str]:
@@ -62,7 +62,7 @@ def test_friendly_lines_for_the_important_changes():
 
 
 def _params(n: int) -> str:
-    from ftc.compiler.summary import params
+    from ftc.compiler.plan.summary import params
 
     return params(n)
 

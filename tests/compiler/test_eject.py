@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from built import quickstart, write_quickstart
 
-from ftc.compiler import cli
-from ftc.compiler.eject import EjectError, eject, requirements, write_ejected
-from ftc.compiler.lock import canonical, plan_hash
+from ftc.cli import main as cli
+from ftc.compiler.build.eject import EjectError, eject, requirements, write_ejected
+from ftc.compiler.build.lock import canonical, plan_hash
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftc.compiler.gates import parse_gate
+from ftc.compiler.spec.gates import parse_gate
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import GOLDEN_PACKAGES, REPO
 
-from ftc.compiler.build import compile_build
-from ftc.compiler.checks import validate
+from ftc.compiler.build.compile import compile_build
+from ftc.compiler.spec.checks import validate
 from ftc.compiler.diagnostics import errors
 
 SPECS = sorted((REPO / "specs").glob("*.toml"))

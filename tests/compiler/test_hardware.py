@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import GOLDEN_PACKAGES
-from ftc.compiler.build import compile_build
+from ftc.compiler.build.compile import compile_build
 from ftc.compiler.diagnostics import SpecError, render
-from ftc.compiler.gpus import GPUS
-from ftc.compiler.hardware import (
+from ftc.compiler.plan.gpus import GPUS
+from ftc.compiler.plan.hardware import (
     GIB,
     NF4_BITS,
     Target,
@@ -26,7 +26,7 @@ from ftc.compiler.hardware import (
     time_estimate,
     verdict,
 )
-from ftc.compiler.modelinfo import ModelInfo
+from ftc.compiler.plan.modelinfo import ModelInfo
 from ftc.compiler.spec.hardware import GPU_TYPES
 
 # Llama-3.2-1B's shape: hidden 2048, 16 layers, 32 heads of 64, 8 key/value heads, MLP 8192, vocab 128256, tied.
@@ -312,7 +312,7 @@ def test_no_verdict_without_gpu_memory_or_on_the_cpu(tmp_path, tiny_model, monke
 
 
 def test_plan_shows_the_verdict_and_the_time(tmp_path, tiny_model, monkeypatch):
-    from ftc.compiler.summary import describe_plan
+    from ftc.compiler.plan.summary import describe_plan
 
     monkeypatch.chdir(tmp_path)
     write_spec(tmp_path, tiny_model, "batch_size = 8\nmicro_batch_size = 2", 'accelerator = "cuda"\ngpu_type = "H100"')

@@ -12,10 +12,10 @@ from conftest import REPO
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ftc.compiler import cli
-from ftc.compiler.checks import validate
+from ftc.cli import main as cli
+from ftc.compiler.spec.checks import validate
 from ftc.compiler.diagnostics import errors
-from ftc.compiler.starter import default_name, render_starter, toml_string
+from ftc.compiler.spec.starter import default_name, render_starter, toml_string
 
 DATA = REPO / "specs" / "data"
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import GOLDEN_PACKAGES, REPO
 
-from ftc.compiler.build import compile_build
-from ftc.runtime.run import RunRefused, check_device, command_for
+from ftc.compiler.build.compile import compile_build
+from ftc.runtime.run.execute import RunRefused, check_device, command_for
 
 CASES = {
     "one-device": ("gpus = 1", set()),
@@ -84,8 +84,8 @@ def test_a_plan_that_may_meet_cuda_runs_on_the_cpu_unless_it_needs_deepspeed(tmp
 
 
 def test_eject_carries_the_launch_files(tmp_path):
-    from ftc.compiler.build import write_build
-    from ftc.compiler.eject import eject
+    from ftc.compiler.build.compile import write_build
+    from ftc.compiler.build.eject import eject
 
     build = _build(tmp_path, 'gpus = 2\nstrategy = "deepspeed_zero2"')
     write_build(build)

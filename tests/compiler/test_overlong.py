@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import GOLDEN_PACKAGES, REPO
 
-from ftc.compiler.build import compile_build
+from ftc.compiler.build.compile import compile_build
 from ftc.compiler.diagnostics import SpecError
 
 

@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset, disable_progress_bars
 from trl.data_utils import pack_dataset
 
-from ftc.compiler.packing import predict_packed_count
+from ftc.compiler.data.packing import predict_packed_count
 
 disable_progress_bars()
 

@@ -58,7 +58,7 @@ def test_spec_is_frozen():
 
 
 def test_ftc_schema_prints_json_schema():
-    result = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "schema"], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "ftc.cli", "schema"], capture_output=True, text=True, check=True)
     schema = json.loads(result.stdout)
     assert schema["title"] == "Spec"
     assert {"project", "model", "data", "method"} <= set(schema["required"])

@@ -6,9 +6,9 @@ import json
 
 from built import quickstart, quickstart_lock
 
-from ftc.compiler import cli
-from ftc.compiler.lock import plan_hash
-from ftc.compiler.summary import count, describe_plan, params, share
+from ftc.cli import main as cli
+from ftc.compiler.build.lock import plan_hash
+from ftc.compiler.plan.summary import count, describe_plan, params, share
 
 
 def test_number_formats():

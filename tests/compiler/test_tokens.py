@@ -10,9 +10,9 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 from tiny import make_tokenizer
 
-from ftc.compiler import tokens
-from ftc.compiler.data import Record
-from ftc.compiler.tokens import SplitStats, measure
+from ftc.compiler.data import tokens
+from ftc.compiler.data.read import Record
+from ftc.compiler.data.tokens import SplitStats, measure
 from ftc.templates import prepare
 
 TURNS = [

@@ -36,7 +36,7 @@ import pytest
 from conftest import REPO
 from safetensors.torch import load_file
 
-from ftc.compiler.build import compile_build, write_build
+from ftc.compiler.build.compile import compile_build, write_build
 
 DATA = REPO / "specs" / "data" / "ticket_triage"
 MAX_STEPS, SAVE_STEPS = 6, 2
@@ -98,7 +98,7 @@ def _free_port() -> str:
 
 
 def ftc(root: Path, *args: str, wait: bool = True):
-    command = [sys.executable, "-m", "ftc.compiler.cli", *args]
+    command = [sys.executable, "-m", "ftc.cli", *args]
     # One thread a process: two test workers share two cores. A port of its own for torchrun's rendezvous.
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MASTER_PORT=_free_port())
     if not wait:
@@ -414,7 +414,7 @@ def test_the_script_refuses_a_launch_with_another_number_of_processes(monkeypatc
 
 def test_ctrl_c_goes_to_the_workers_not_the_launcher(tmp_path):
     """ftc signals torchrun's workers directly: torchrun itself would SIGKILL a worker still saving 30 s later."""
-    from ftc.runtime.run import _process_tree, _workers
+    from ftc.runtime.run.execute import _process_tree, _workers
 
     script = tmp_path / "train.py"
     script.write_text("import time\ntime.sleep(60)\n", encoding="utf-8")

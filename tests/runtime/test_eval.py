@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from ftc.compiler.cli import main
-from ftc.compiler.lock import LOCK_NAME
-from ftc.runtime import diagnose as dg
-from ftc.runtime import lmeval
-from ftc.runtime import metrics as m
-from ftc.runtime.evaluate import EVAL, Evaluation, check_gates, resolve_run
+from ftc.cli.main import main
+from ftc.compiler.build.lock import LOCK_NAME
+from ftc.runtime.evaluate import diagnose as dg
+from ftc.runtime.evaluate import lmeval
+from ftc.runtime.evaluate import metrics as m
+from ftc.runtime.evaluate.compare import EVAL, Evaluation, check_gates, resolve_run
 from tiny_runs import trained_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ def test_gates_report_their_numbers_and_what_could_not_be_checked():
 
 @pytest.mark.parametrize(("holds", "code"), [(True, 0), (False, 1)])
 def test_exit_code_follows_the_gates(tmp_path, monkeypatch, capsys, holds, code):
-    from ftc.runtime import evaluate
+    from ftc.runtime.evaluate import compare as evaluate
 
     record = {
         "examples": 1, "held_out": {"path": "v.jsonl", "source": "validation"}, "decoding": {"max_new_tokens": 8},
@@ -209,7 +209,7 @@ def test_usage_errors(tmp_path):
 
 
 def test_endpoint_refusals_before_any_model_loads(tmp_path, monkeypatch):
-    from ftc.runtime.endpoint import EndpointError, Endpoint, open_endpoint
+    from ftc.runtime.evaluate.endpoint import EndpointError, Endpoint, open_endpoint
 
     with pytest.raises(EndpointError, match="not an http"):
         open_endpoint("localhost:8000", None, None, None)
@@ -223,7 +223,7 @@ def test_endpoint_refusals_before_any_model_loads(tmp_path, monkeypatch):
 
 
 def test_requests_stay_within_the_servers_context():
-    from ftc.runtime.endpoint import Endpoint, room
+    from ftc.runtime.evaluate.endpoint import Endpoint, room
 
     served = Endpoint("http://127.0.0.1:8000", "m", None, None, {"max_model_len": 256})
     assert room(served, 100, 256) == 156 and room(served, 10, 64) == 64 and room(served, 300, 64) == 0
@@ -369,7 +369,7 @@ def test_batched_answers_equal_one_at_a_time(tiny_lora):
         open_run,
         placement,
     )
-    from ftc.runtime.samples import generate_answers, prompt_of
+    from ftc.runtime.evaluate.samples import generate_answers, prompt_of
 
     run = open_run(tiny_lora)
     tokenizer = load_tokenizer(run)
@@ -405,7 +405,7 @@ def test_a_spec_means_its_newest_completed_run(tmp_path):
         (runs / run_id).mkdir(parents=True)
         (runs / run_id / "run.json").write_text(json.dumps({"status": status}))
     assert resolve_run(spec, root=tmp_path) == runs / "20250102-000000"
-    from ftc.runtime.record import RunFolderError
+    from ftc.runtime.runfolder import RunFolderError
 
     with pytest.raises(RunFolderError, match="no completed run of demo"):
         resolve_run(spec, root=tmp_path / "elsewhere")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from test_run import DATA, write_project
 
-from ftc.compiler.build import compile_build, write_build
+from ftc.compiler.build.compile import compile_build, write_build
 
 
 def build_project(root: Path, tiny_model: Path, train_records: list | None = None, **changes: str) -> Path:

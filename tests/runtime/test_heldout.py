@@ -7,10 +7,10 @@ import json
 
 import pytest
 from conftest import REPO
-from ftc.compiler.data import iter_records
+from ftc.compiler.data.read import iter_records
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import RunFolder
-from ftc.runtime.record import RunFolderError
+from ftc.runtime.runfolder import RunFolderError
 from ftc.templates import prepare
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ftc.compiler.cli import main
+from ftc.cli.main import main
 from ftc.runtime import merge
 from ftc.runtime.merge import MergeFailed, merge_run, stop_token_ids, verify
 from ftc.runtime.models import (
@@ -17,7 +17,7 @@ from ftc.runtime.models import (
     open_run,
     placement,
 )
-from ftc.runtime.record import read_record
+from ftc.runtime.runfolder import read_record
 from tiny_runs import trained_run
 
 IM_END = "<|im_end|>"

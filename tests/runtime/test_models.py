@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from ftc.runtime.models import locked_chat_template, open_run, placement
-from ftc.runtime.record import RunFolderError
+from ftc.runtime.runfolder import RunFolderError
 from tiny_runs import trained_run
 
 

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ftc.compiler.cli import main
-from ftc.runtime.record import read_record, run_lock
-from ftc.runtime.report import loss_points, token_lengths
+from ftc.cli.main import main
+from ftc.runtime.runfolder import read_record, run_lock
+from ftc.runtime.report.page import loss_points, token_lengths
 from tiny_runs import trained_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -47,7 +47,7 @@ def run_dir(tmp_path_factory, tiny_model) -> Path:
     before = set((project / "runs" / "tiny-lora").iterdir())
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # two test workers share two cores
     result = subprocess.run(
-        [sys.executable, "-m", "ftc.compiler.cli", "run", "build/tiny-lora", "--samples", "2"],
+        [sys.executable, "-m", "ftc.cli", "run", "build/tiny-lora", "--samples", "2"],
         cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -207,7 +207,7 @@ def test_report_with_an_evaluation(run_dir, tmp_path):
 
 def write_serving(run: Path, evaluation: dict) -> None:
     """run.json's parity checks as `ftc serve` records them, and an eval-endpoint.json as `ftc eval --endpoint` writes it."""
-    from ftc.runtime.record import update_record
+    from ftc.runtime.runfolder import update_record
 
     def check(mode, status, agreeing, prompts, dtype, first):
         return {"status": status, "mode": mode, "prompts": prompts, "agreeing": agreeing, "agreement": agreeing / prompts,
@@ -228,8 +228,8 @@ def write_serving(run: Path, evaluation: dict) -> None:
 
 
 def test_an_evaluation_of_another_plan_is_named(run_dir, tmp_path):
-    from ftc.runtime.record import update_record
-    from ftc.runtime.report import gather_report, render_html
+    from ftc.runtime.runfolder import update_record
+    from ftc.runtime.report.page import gather_report, render_html
 
     run = tmp_path / "runs" / "tiny-lora" / "other"
     run.mkdir(parents=True)

@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO
 from safetensors.torch import load_file
 
-from ftc.compiler.build import compile_build, write_build
-from ftc.compiler.plan import installed_versions
+from ftc.compiler.build.compile import compile_build, write_build
+from ftc.compiler.plan.resolve import installed_versions
 
 MAX_STEPS, SAVE_STEPS = 30, 5
 DATA = REPO / "specs" / "data" / "ticket_triage"
@@ -73,7 +73,7 @@ def write_project(root: Path, tiny_model: Path, accelerator: str = "cpu") -> Pat
 
 
 def ftc(root: Path, *args: str, wait: bool = True, **kwargs):
-    command = [sys.executable, "-m", "ftc.compiler.cli", *args]
+    command = [sys.executable, "-m", "ftc.cli", *args]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # two test workers share two cores
     if not wait:
         return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)

@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from ftc.runtime.samples import SAMPLES, compare_answers, print_comparison
+from ftc.runtime.evaluate.samples import SAMPLES, compare_answers, print_comparison
 from rich.console import Console
 from tiny_runs import trained_run
 
@@ -62,7 +62,7 @@ def test_model_output_is_not_markup():
 
 
 def test_prompts_of_each_data_format():
-    from ftc.runtime.samples import prompt_of
+    from ftc.runtime.evaluate.samples import prompt_of
     from tiny import CHAT_TEMPLATE, make_tokenizer
 
     tokenizer = make_tokenizer()

@@ -25,10 +25,10 @@ from importlib import util
 from pathlib import Path
 
 import pytest
-from ftc.compiler.cli import main
-from ftc.runtime.parity import cut_at_stop
-from ftc.runtime.record import read_record
-from ftc.runtime.serve import (
+from ftc.cli.main import main
+from ftc.runtime.serve.parity import cut_at_stop
+from ftc.runtime.runfolder import read_record
+from ftc.runtime.serve.command import (
     LORA_RANKS,
     ServeRefused,
     Settings,
@@ -121,7 +121,7 @@ class Serve:
         env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", PYTHONUNBUFFERED="1", COLUMNS="200")
         env[KEY_ENV] = KEY
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ftc.compiler.cli", "serve", *args], cwd=cwd, env=env, text=True,
+            [sys.executable, "-m", "ftc.cli", "serve", *args], cwd=cwd, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.lines: list[str] = []
@@ -396,7 +396,7 @@ def test_small_helpers():
 
 
 def test_parity_prompts_from_a_file_and_the_comparison(tmp_path):
-    from ftc.runtime.parity import Generation, compare, parity_prompts, parity_record
+    from ftc.runtime.serve.parity import Generation, compare, parity_prompts, parity_record
     from tiny import make_tokenizer
 
     tokenizer = make_tokenizer()

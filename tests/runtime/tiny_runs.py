@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ftc.compiler.build import compile_build, write_build
-from ftc.compiler.lock import LOCK_NAME
+from ftc.compiler.build.compile import compile_build, write_build
+from ftc.compiler.build.lock import LOCK_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "specs" / "data" / "ticket_triage"

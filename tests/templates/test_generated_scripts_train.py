@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from ftc.compiler.build import compile_build, write_build
+from ftc.compiler.build.compile import compile_build, write_build
 
 DATA = REPO / "specs" / "data"
 

@@ -9,8 +9,8 @@ from conftest import REPO
 from tiny import make_tokenizer
 
 from ftc.compiler.hashing import FileHasher
-from ftc.compiler.inputs import resolve_model
-from ftc.compiler.modelinfo import load_tokenizer
+from ftc.compiler.plan.inputs import resolve_model
+from ftc.compiler.plan.modelinfo import load_tokenizer
 from ftc.templates import prepare
 
 CONVERSATION = [

@@ -12,9 +12,9 @@ from conftest import GOLDEN_PACKAGES, REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftc.compiler.build import TEMPLATES, compile_build, script_paths
-from ftc.compiler.lock import plan_hash
-from ftc.compiler.render import py_literal, render_script
+from ftc.compiler.build.compile import TEMPLATES, compile_build, script_paths
+from ftc.compiler.build.lock import plan_hash
+from ftc.compiler.build.render import py_literal, render_script
 
 HOSTILE = [
     "'; import os; os.system('echo pwned'); '",

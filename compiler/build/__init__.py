@@ -1,0 +1,1 @@
+"""The build stage: render the Plan into build/<name>/ (lock, script), check it, eject it."""

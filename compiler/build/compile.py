@@ -1,0 +1,383 @@
+"""The compile stage: spec -> plan -> build/<name>/ (lock, generated script, chat template).
+
+`compile_build` returns the build in memory; `write_build` puts it on disk; `stale_inputs` compares a
+fresh build with the one on disk and names what changed. Nothing here loads weights.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftc.compiler.spec.checks import validate
+from ftc.compiler.data.clean import REPORT_NAME as CLEANING_REPORT
+from ftc.compiler.data.clean import jsonl
+from ftc.compiler.data.read import position, unit_of
+from ftc.compiler.diagnostics import Diagnostic, SpecError, errors
+from ftc.compiler.plan.hardware import fit_diagnostics
+from ftc.compiler.hashing import FileHasher, sha256_text
+from ftc.compiler.plan.inputs import InputError, relative_to_root, resolve_model
+from ftc.compiler.build.lock import LOCK_NAME, canonical, plan_hash, read_lock, write_atomic
+from ftc.compiler.plan.modelinfo import TokenizerInfo, inspect_model, load_tokenizer, lora_trainable, tokenizer_info
+from ftc.compiler.plan.resolve import Measured, installed_versions, resolve
+from ftc.compiler.build.render import render_script, render_text, template_hashes
+from ftc.compiler.data.splits import DataSource, StreamedFile
+from ftc.compiler.data.tokens import SplitStats, measure
+from ftc.compiler.spec.validate import LoadedSpec, display_path
+
+SCRIPT_NAME = "train.py"
+CHAT_TEMPLATE_NAME = "chat_template.jinja"
+TEMPLATES = {"sft": ["sft.py.j2", "prepare.py", "run_support.py"], "dpo": ["dpo.py.j2", "prepare.py", "run_support.py"]}
+EXECUTABLE = (".sh", ".sbatch")
+SHOWN = 10  # examples listed per problem before "... and N more"
+
+Tick = Callable[[str, int], Callable[[], None]]  # (label, total) -> advance-by-one
+
+
+def launch_templates(hardware: dict[str, Any]) -> dict[str, str]:
+    """The launch files a plan needs (output name -> template): none on one device."""
+    if hardware["devices"] == 1:
+        return {}
+    files = {"launch.sh": "launch.sh.j2", "accelerate.yaml": "accelerate.yaml.j2"}
+    if hardware["strategy"].startswith("deepspeed"):
+        files["deepspeed.json"] = "deepspeed.json.j2"
+    if hardware["nodes"] > 1:
+        files["slurm.sbatch"] = "slurm.sbatch.j2"
+    return files
+
+
+@dataclass(frozen=True)
+class Build:
+    name: str
+    directory: Path
+    files: dict[str, str | StreamedFile]  # file name -> content, every file the build owns
+    lock: dict[str, Any]
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def plan_hash(self) -> str:
+        return plan_hash(self.lock)
+
+
+def build_dir(name: str, root: Path) -> Path:
+    return root / "build" / name
+
+
+def compile_build(
+    spec_path: Path,
+    root: Path | None = None,
+    progress: Tick | None = None,
+    use_cache: bool = True,
+    packages: dict[str, str | None] | None = None,
+) -> Build:
+    """Compile a spec into an in-memory build. Raises SpecError with every diagnostic when it cannot.
+
+    `packages` replaces the installed versions in the lock; golden tests use it to stay version-independent.
+    """
+    root = (root or Path.cwd()).resolve()
+    loaded, diags, summary = validate(spec_path)
+    if loaded is None or summary is None or errors(diags):
+        raise SpecError(diags)
+    warnings = [d for d in diags if not d.is_error]
+    spec = loaded.spec
+    with FileHasher(use_cache) as hasher:
+        try:
+            source = resolve_model(spec.model.base, spec.model.revision, loaded.base_dir, root, hasher, _is_hub(loaded))
+        except InputError as exc:
+            raise SpecError([*warnings, loaded.diag(exc.key, exc.message, exc.hint)]) from None
+        reference = None
+        if spec.method.kind == "dpo" and spec.method.reference != "base":
+            try:
+                reference = resolve_model(spec.method.reference, None, loaded.base_dir, root, hasher, False)
+            except InputError as exc:
+                raise SpecError([*warnings, loaded.diag("method.reference", exc.message, exc.hint)]) from None
+        data_files = {
+            split: {
+                "path": relative_to_root(loaded.resolve(rel), root),
+                "sha256": hasher.sha256(loaded.resolve(rel)),
+                "bytes": loaded.resolve(rel).stat().st_size,
+            }
+            for split, rel in (("train", spec.data.train), ("validation", spec.data.validation))
+            if rel is not None
+        }
+
+    tokenizer = load_tokenizer(source)
+    tok = tokenizer_info(tokenizer)
+    chat_template, template_source = chat_template_for(loaded, tok, root)
+    fmt = "chat" if spec.data.convert_to == "chat" else summary.format or "chat"
+    if chat_template is None and fmt in ("chat", "preference"):
+        raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
+
+    data = DataSource(loaded, root)
+    splits, problems = _measure_splits(loaded, data, fmt, tokenizer, chat_template, progress)
+    warnings += [d for d in problems if not d.is_error]
+    if errors(problems):
+        raise SpecError([*warnings, *errors(problems)])
+    info = inspect_model(source)
+    method = spec.method
+    if getattr(method, "target_modules", None) and (method.kind != "dpo" or method.adapter == "lora"):
+        _, unmatched = lora_trainable(info, method.target_modules, method.r)
+        if unmatched:
+            names = sorted({n.rsplit(".", 1)[-1] for n in info.linear_shapes})
+            raise SpecError([*warnings, loaded.diag("method.target_modules", f"no linear layer of {info.architecture} is named {', '.join(map(repr, unmatched))}", "this model has: " + ", ".join(names))])
+
+    family = "dpo" if method.kind == "dpo" else "sft"
+    measured = Measured(
+        spec_path=relative_to_root(spec_path, root),
+        spec_sha256=sha256_text(loaded.text),
+        data_files=data_files,
+        data_format=fmt,
+        format_detected=spec.data.format == "auto",
+        validation_source="file" if spec.data.validation else ("split" if spec.data.validation_split else "none"),
+        splits=splits,
+        model=source,
+        reference_model=reference,
+        model_info=info,
+        tokenizer=tok,
+        chat_template_source=template_source,
+        chat_template_sha256=sha256_text(chat_template or ""),
+        packages=packages if packages is not None else installed_versions(),
+    )
+    plan = resolve(spec, measured)
+    fit = fit_diagnostics(loaded, plan, info)
+    warnings += [d for d in fit if not d.is_error]
+    if errors(fit):
+        raise SpecError([*warnings, *errors(fit)])
+    cleaned: dict[str, str | StreamedFile] = {}
+    report: list[dict[str, Any]] = []
+    if spec.data.convert_to:
+        plan["data"]["converted_from"] = summary.format
+    if data.rewritten:
+        cleaned = {f"data/{key}.jsonl": data.rewritten_file(key, report) for key in data.keys}
+    if data.cleaning.active:
+        plan["data"]["cleaning"] = {
+            **data.cleaning.as_dict(),
+            "removed": sum(e["action"] == "removed" for e in report),
+            "changed": sum(e["action"] == "changed" for e in report),
+            "report": CLEANING_REPORT,
+        }
+    report += overlong_entries(loaded, data, splits)
+    if report:
+        cleaned[CLEANING_REPORT] = jsonl(sorted(report, key=lambda e: (e["file"], e["line"])))
+    launch = launch_templates(plan["hardware"])
+    plan["inputs"]["templates"] = template_hashes(TEMPLATES[family] + sorted(launch.values()))
+    directory = build_dir(spec.project.name, root)
+    context = {
+        "plan": plan,
+        "plan_hash": plan_hash(plan),
+        "paths": script_paths(plan, directory, root, data={key: f"data/{key}.jsonl" for key in data.keys} if data.rewritten else None),
+        "template": TEMPLATES[family][0],
+    }
+    script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
+    files = {SCRIPT_NAME: script, CHAT_TEMPLATE_NAME: chat_template or "", **cleaned}
+    for name, template in launch.items():
+        files[name] = render_text(template, context)
+    plan["artifacts"] = {name: content.sha256 if isinstance(content, StreamedFile) else sha256_text(content) for name, content in sorted(files.items())}
+    files[LOCK_NAME] = canonical(plan)
+    return Build(spec.project.name, directory, files, plan, warnings)
+
+
+def chat_template_for(loaded: LoadedSpec, tok: TokenizerInfo, root: Path) -> tuple[str | None, str]:
+    """The chat template the spec asks for (a file, or the model's own), and where it came from."""
+    if loaded.spec.model.chat_template != "auto":
+        template_path = loaded.resolve(loaded.spec.model.chat_template)
+        return template_path.read_text(encoding="utf-8"), relative_to_root(template_path, root)
+    return tok.chat_template, "model"
+
+
+def _is_hub(loaded: LoadedSpec) -> bool:
+    from ftc.compiler.spec.checks import is_hub_id
+
+    return is_hub_id(loaded.spec.model.base, loaded)
+
+
+def script_paths(plan: dict[str, Any], script_dir: Path, root: Path, data: dict[str, str] | None = None, runs: str | None = None) -> dict[str, str]:
+    """Paths as the script sees them: relative to its own folder, so that it works from any cwd.
+
+    `data` and `runs` replace the data files and the runs folder (eject copies the data next to the script).
+    """
+
+    def rel(root_relative: str) -> str:
+        return Path(os.path.relpath(root / root_relative, script_dir)).as_posix()
+
+    def model_path(entry: dict[str, Any]) -> str:
+        keep = entry.get("kind") == "hub" or entry["reference"].startswith("pkg:")
+        return entry["reference"] if keep else rel(entry["reference"])
+
+    data = data or {}
+    paths = {f"data_{split}": data.get(split) or rel(entry["path"]) for split, entry in plan["inputs"]["data"].items()}
+    paths["model"] = model_path(plan["inputs"]["model"])
+    if "reference_model" in plan["inputs"]:
+        paths["reference"] = model_path(plan["inputs"]["reference_model"])
+    paths["chat_template"] = CHAT_TEMPLATE_NAME
+    paths["runs"] = runs or rel(f"runs/{plan['project']['name']}")
+    return paths
+
+
+def _measure_splits(loaded: LoadedSpec, data: DataSource, fmt: str, tokenizer, chat_template, progress: Tick | None) -> tuple[dict[str, SplitStats], list[Diagnostic]]:
+    d = loaded.spec.data
+    stats: dict[str, SplitStats] = {}
+    problems: list[Diagnostic] = []
+    for split, key, records in data.splits():
+        tick = progress(f"tokenizing {split}", None) if progress else None
+        s = measure(split, records(), tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
+        stats[split] = s
+        problems += _split_problems(loaded, key, data.display(key), s)
+    return stats, problems
+
+
+def overlong_entries(loaded: LoadedSpec, data: DataSource, splits: dict[str, SplitStats]) -> list[dict[str, Any]]:
+    """Cleaning-report entries for the examples the overlong policy drops or truncates when the script runs."""
+    d = loaded.spec.data
+    entries = []
+    for split, key in data.split_keys().items():
+        s = splits[split]
+        entries += [
+            {"file": data.file(key), "line": line, "action": "removed", "reason": f"{n} tokens, more than max_length = {d.max_length} (overlong = \"drop\")"}
+            for line, n in s.dropped
+        ]
+        entries += [
+            {"file": data.file(key), "line": line, "action": "changed", "reason": f"truncated from {n} to max_length = {d.max_length} tokens (overlong = \"truncate\")"}
+            for line, n in s.truncated
+        ]
+    return entries
+
+
+def _listing(display: str, items: list[tuple[int, Any]], fmt: Callable[[Any], str]) -> str:
+    shown = "; ".join(f"{display}:{position(line, unit_of(display))} ({fmt(v)})" for line, v in items[:SHOWN])
+    more = f"; ... and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return shown + more
+
+
+def _split_problems(loaded: LoadedSpec, key: str, display: str, s: SplitStats) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    max_length = loaded.spec.data.max_length
+    if s.overlong:
+        out.append(loaded.diag(
+            "data.max_length",
+            f"{len(s.overlong)} {s.name} example(s) are longer than max_length = {max_length}: {_listing(display, s.overlong, lambda n: f'{n} tokens')}",
+            f"raise max_length (longest is {max(n for _, n in s.overlong)}), or set data.overlong = \"drop\" or \"truncate\"",
+        ))
+    if s.failed:
+        out.append(loaded.diag(f"data.{key}", f"{len(s.failed)} example(s) cannot be tokenized: {_listing(display, s.failed, str)}", "fix or remove these records"))
+    if s.no_loss:
+        out.append(loaded.diag(
+            f"data.{key}",
+            f"{len(s.no_loss)} example(s) have no token that carries loss: {_listing(display, [(line, '') for line in s.no_loss], lambda _: 'no assistant tokens')}",
+            "each example needs an assistant turn (or a completion) inside max_length",
+        ))
+    if s.dropped or s.truncated:
+        what = "dropped" if s.dropped else "truncated"
+        items = s.dropped or s.truncated
+        out.append(loaded.diag(
+            "data.overlong",
+            f"{len(items)} {s.name} example(s) longer than {max_length} tokens will be {what}: {_listing(display, items, lambda n: f'{n} tokens')}",
+            "the lock lists every line; raise max_length to keep them whole",
+            severity="warning",
+        ))
+    if s.examples == 0 and not out:
+        out.append(loaded.diag(f"data.{key}", f"no {s.name} example is left to train on", "add examples"))
+    return out
+
+
+def write_build(build: Build) -> list[Path]:
+    """Write every file of the build atomically, and remove files an earlier build of this name owned."""
+    build.directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    old_lock = build.directory / LOCK_NAME
+    previous: set[str] = set()
+    if old_lock.is_file():
+        try:
+            previous = set(read_lock(old_lock).get("artifacts", {}))
+        except (ValueError, OSError):
+            previous = set()
+    for name, content in sorted(build.files.items()):
+        path = build.directory / name
+        if isinstance(content, StreamedFile):
+            content.write_to(path)
+        else:
+            write_atomic(path, content, mode=0o755 if name.endswith(EXECUTABLE) else None)
+        written.append(path)
+    for name in sorted(previous - set(build.files)):
+        (build.directory / name).unlink(missing_ok=True)
+    return written
+
+
+# -- staleness --------------------------------------------------------------------------------------
+
+INPUT_KINDS = (
+    ("inputs.spec", "spec"),
+    ("inputs.data", "data"),
+    ("inputs.model", "model"),
+    ("inputs.chat_template", "chat template"),
+    ("inputs.templates", "template"),
+    ("packages", "package"),
+    ("ftc_version", "ftc version"),
+)
+
+
+def package_drift(locked: dict[str, Any], installed: dict[str, Any]) -> list[str]:
+    """Each pinned package whose installed version differs, in words."""
+    pins, now = locked.get("packages", {}), installed.get("packages", {})
+    return [
+        f"{name} {pins.get(name) or 'absent'} in the lock, {now.get(name) or 'not installed'} here"
+        for name in sorted(set(pins) | set(now))
+        if pins.get(name) != now.get(name)
+    ]
+
+
+def stale_inputs(fresh: Build, allow_package_drift: bool = False) -> list[str]:
+    """Why the build on disk differs from a fresh compile; empty when it is current. With allow_package_drift,
+    installed package versions that differ from the lock's pins are not counted (the caller warns about them)."""
+    lock_path = fresh.directory / LOCK_NAME
+    if not lock_path.is_file():
+        return [f"no build on disk: {display_path(lock_path)} is missing"]
+    try:
+        old = read_lock(lock_path)
+    except (ValueError, OSError) as exc:
+        return [f"{display_path(lock_path)} is unreadable: {exc}"]
+    reasons = []
+    for dotted, label in INPUT_KINDS:
+        if allow_package_drift and dotted == "packages":
+            continue
+        before, after = _get(old, dotted), _get(fresh.lock, dotted)
+        if before != after:
+            reasons.append(f"{label} changed: {', '.join(_changed_keys(dotted, before, after)) or dotted}")
+    with FileHasher(use_cache=False) as hasher:
+        for name, content in sorted(fresh.files.items()):
+            path = fresh.directory / name
+            if name == LOCK_NAME:
+                continue
+            if not path.is_file():
+                reasons.append(f"{display_path(path)} is missing")
+                continue
+            on_disk = hasher.sha256(path)
+            if on_disk != fresh.lock["artifacts"][name] and on_disk != old.get("artifacts", {}).get(name):
+                reasons.append(f"{display_path(path)} was edited by hand")
+    resolved_differs = lock_path.read_text(encoding="utf-8") != fresh.files[LOCK_NAME]
+    if resolved_differs and allow_package_drift:
+        resolved_differs = {**old, "packages": None, "artifacts": None} != {**fresh.lock, "packages": None, "artifacts": None}
+    if not reasons and resolved_differs:
+        reasons.append("the resolved plan changed (ftc resolves these inputs differently now)")
+    return reasons
+
+
+def _get(obj: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None  # type: ignore[assignment]
+    return obj
+
+
+def _changed_keys(prefix: str, before: Any, after: Any) -> list[str]:
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return [prefix]
+    out = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            value = after.get(key) if isinstance(after.get(key), dict) else None
+            path = value.get("path") if value else None
+            out.append(path or key)
+    return out

@@ -1,0 +1,1 @@
+"""The plan stage: spec + measured inputs -> the typed, frozen Plan (with the hardware planner)."""

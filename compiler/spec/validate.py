@@ -1,0 +1,371 @@
+"""Source text -> `Spec`, or every diagnostic that stands in the way.
+
+Pass one (here and in `checks`) looks at the spec and its input files only. The machine it will run
+on is checked in a second pass, just before running (`ftc.runtime`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import annotated_types as at
+import pydantic
+
+from ftc.compiler.diagnostics import Diagnostic, did_you_mean, one_of
+from ftc.compiler.spec.source import Path as KeyPath
+from ftc.compiler.spec.source import SourceMap, map_source
+from ftc.compiler.spec import METHOD_KINDS, Dpo, Full, Lora, Qlora, Spec
+
+_SYNTAX_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
+_SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A spec that passed schema validation, with what diagnostics need to point into it."""
+
+    spec: Spec
+    path: Path  # the spec file
+    display: str  # how diagnostics name the file
+    text: str
+    source_map: SourceMap
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path written in the spec, resolved against the spec's folder."""
+        return (self.base_dir / relative).resolve()
+
+    def diag(
+        self,
+        key: str,
+        message: str,
+        hint: str | None = None,
+        *,
+        severity: str = "error",
+        value: bool = True,
+        near: tuple[str, ...] = (),
+    ) -> Diagnostic:
+        """A diagnostic about `key`, placed on `key` if the spec writes it, else on the first of `near` it writes."""
+        for alternative in (key, *near):
+            if self.source_map.has(_split(alternative)):
+                key = alternative
+                break
+        path = _split(key)
+        span = self.source_map.locate(path, value=value)
+        if not self.source_map.has(path):  # a default, not written: point at the table, not a value
+            span = self.source_map.locate(path[:1], value=False)
+        return Diagnostic(severity, self.display, span.line, span.col, key, message, hint, span.length)  # type: ignore[arg-type]
+
+
+def display_path(path: Path) -> str:
+    """The path relative to the working directory when it lies below it, as users typed it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _split(key: str) -> KeyPath:
+    return tuple(int(p) if p.isdigit() else p for p in key.split(".")) if key else ()
+
+
+def _dotted(path: KeyPath) -> str:
+    return ".".join(str(p) for p in path)
+
+
+# -- the schema at a path ---------------------------------------------------------------------------
+
+
+def _model_at(path: KeyPath, raw: dict[str, Any]) -> type[pydantic.BaseModel] | None:
+    """The pydantic model whose fields live at `path` (a table path), following `method.kind`."""
+    model: type[pydantic.BaseModel] = Spec
+    for i, part in enumerate(path):
+        if not isinstance(part, str) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        if path[: i + 1] == ("method",):
+            kind = raw.get("method", {}).get("kind") if isinstance(raw.get("method"), dict) else None
+            model = {"full": Full, "lora": Lora, "qlora": Qlora, "dpo": Dpo}.get(kind)  # type: ignore[assignment]
+            if model is None:
+                return None
+            continue
+        candidates = [a for a in typing.get_args(annotation) or (annotation,) if isinstance(a, type)]
+        sub = next((a for a in candidates if issubclass(a, pydantic.BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _all_table_fields() -> dict[str, str]:
+    """field name -> the table it belongs to, for 'belongs in [training]' hints."""
+    owners: dict[str, str] = {}
+    for table, info in Spec.model_fields.items():
+        model = info.annotation
+        if table == "method":
+            for name in list(Qlora.model_fields) + list(Dpo.model_fields):
+                owners.setdefault(name, "method")
+            continue
+        if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+            for name in model.model_fields:
+                owners.setdefault(name, table)
+    return owners
+
+
+def _unknown_key_hint(path: KeyPath, raw: dict[str, Any]) -> str | None:
+    name = str(path[-1])
+    parent = path[:-1]
+    model = _model_at(parent, raw)
+    if _SECRET_KEY.search(name):
+        return (
+            "never write a secret in the spec; put it in an environment variable and name the variable, "
+            'e.g. `api_key_env = "MY_API_KEY"` in [serve] or `token_env = "HF_TOKEN"` in [model]'
+        )
+    if parent == ("method",) and model is not None:
+        kind = raw["method"].get("kind")
+        if name in Qlora.model_fields and name not in Lora.model_fields and kind != "qlora":
+            return f'"{name}" configures 4-bit quantization; set kind = "qlora" to use it'
+        if name in Lora.model_fields and kind == "full":
+            return f'"{name}" is a LoRA setting; full fine-tuning has none (use kind = "lora")'
+        if name in Dpo.model_fields and kind != "dpo":
+            return f'"{name}" is a DPO setting; set kind = "dpo" to use it'
+    if model is not None:
+        hint = did_you_mean(name, model.model_fields)
+        if hint:
+            return hint
+    owner = _all_table_fields().get(name)
+    if owner and parent and parent[0] != owner:
+        return f'"{name}" belongs in [{owner}]'
+    if model is not None:
+        return "known keys here: " + ", ".join(f for f in model.model_fields if f != "kind")
+    return None
+
+
+# -- pydantic errors -> diagnostics -----------------------------------------------------------------
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
+    """Drop pydantic's union tags and type labels: ('method', 'lora', 'r') -> ('method', 'r')."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and i == 1 and loc[0] == "method" and part in METHOD_KINDS:
+            continue
+        if isinstance(part, str) and ("[" in part or part in ("function-after", "function-plain") or part.startswith("constrained-")):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _describe(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _convert(err: dict[str, Any], raw: dict[str, Any], loaded: _Source) -> Diagnostic:
+    path = _clean_loc(err["loc"])
+    kind = err["type"]
+    key = _dotted(path)
+    msg = err["msg"].removeprefix("Value error, ")
+    hint = None
+    on_value = True
+    if kind == "extra_forbidden":
+        msg = "unknown table" if len(path) == 1 else "unknown key"
+        hint = _unknown_key_hint(path, raw)
+        on_value = False
+    elif kind == "missing":
+        msg = f'missing required {"table" if len(path) == 1 else "key"}'
+        hint = f"add [{key}]" if len(path) == 1 else f"add `{path[-1]} = ...` under [{_dotted(path[:-1])}]"
+        if path == ("method", "kind"):
+            hint = f"add `kind = ...`, {one_of(METHOD_KINDS)}"
+    elif kind == "union_tag_invalid":
+        path = path + ("kind",)
+        key = _dotted(path)
+        tag = err.get("ctx", {}).get("tag")
+        msg = f'unknown method kind "{tag}"'
+        hint = did_you_mean(str(tag), METHOD_KINDS) or one_of(METHOD_KINDS)
+    elif kind == "union_tag_not_found":
+        path = path + ("kind",)
+        key = _dotted(path)
+        msg = "missing required key"
+        hint = f"add `kind = ...` under [method], {one_of(METHOD_KINDS)}"
+    elif kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+        msg = f"invalid value {err['input']!r}"
+        hint = did_you_mean(str(err["input"]), expected) if isinstance(err["input"], str) else None
+        hint = f"{hint} ({one_of(expected)})" if hint else one_of(expected)
+        if isinstance(err["input"], str) and _NUMBER.match(err["input"]):
+            hint = f"write the number without quotes, or {one_of(expected).removeprefix('expected ')}"
+    elif kind.endswith("_type") or kind.endswith("_parsing"):
+        msg = f"{msg.replace('Input should be', 'expected')}, got {_describe(err['input'])}"
+        value = err["input"]
+        if isinstance(value, str) and kind in ("int_type", "float_type", "bool_type", "int_parsing", "float_parsing", "bool_parsing"):
+            hint = "write the value without quotes"
+        elif kind in ("int_type", "int_from_float") and isinstance(value, float):
+            hint = f"write a whole number, e.g. {int(value)}"
+        elif kind == "list_type" and isinstance(value, (str, int, float)):
+            hint = f"write an array: {path[-1]} = [{_toml(value)}]"
+        elif kind == "string_type" and isinstance(value, (list, dict)):
+            hint = f'write a string in quotes, e.g. {path[-1]} = "..."'
+        else:
+            hint = _range_hint(path, raw) or "see `ftc schema` for the type of each key"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long"):
+        msg = msg.replace("Input should be", "must be").replace("List should", "must")
+        hint = _range_hint(path, raw)
+    elif kind == "string_pattern_mismatch" and path == ("project", "name"):
+        msg = f"invalid name {err['input']!r}"
+        hint = "use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit (it names folders)"
+    elif kind == "value_error" and str(path[-1]).endswith("_env"):
+        value = str(err["input"])
+        suggestion = value.upper() if value.upper() != value and _ENV_LIKE.match(value.upper()) else "MY_SECRET"
+        msg = "must name an environment variable in upper case (the variable holds the secret, the spec holds its name)"
+        hint = f'e.g. {path[-1]} = "{suggestion}"'
+    else:
+        msg = msg.replace("Input should be", "must be").replace("List should", "must")
+        hint = _range_hint(path, raw)
+    if kind == "missing" and len(path) > 1:
+        span = loaded.map.locate(path[:-1], value=False)
+    elif kind == "missing":
+        span = loaded.map.locate((), value=False)
+    else:
+        span = loaded.map.locate(path, value=on_value)
+    return Diagnostic("error", loaded.display, span.line, span.col, key, msg, hint, span.length)
+
+
+_ENV_LIKE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*$")
+
+
+def _toml(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def _range_hint(path: KeyPath, raw: dict[str, Any]) -> str | None:
+    """'allowed: at least 0 and below 1', from the field's own constraints, then its description."""
+    model = _model_at(path[:-1], raw)
+    name = path[-1] if path else None
+    if model is None or not isinstance(name, str) or name not in model.model_fields:
+        return None
+    bounds = []
+    for c in model.model_fields[name].metadata:
+        if isinstance(c, at.Ge):
+            bounds.append(f"at least {c.ge}")
+        elif isinstance(c, at.Gt):
+            bounds.append(f"greater than {c.gt}")
+        elif isinstance(c, at.Le):
+            bounds.append(f"at most {c.le}")
+        elif isinstance(c, at.Lt):
+            bounds.append(f"below {c.lt}")
+        elif isinstance(c, at.MinLen):
+            bounds.append(f"at least {c.min_length} long")
+    desc = model.model_fields[name].description or ""
+    allowed = f"allowed: {' and '.join(bounds)}" if bounds else ""
+    return "; ".join(x for x in (allowed, desc.split(". ")[0].rstrip(".")) if x) or None
+
+
+@dataclass(frozen=True)
+class _Source:
+    display: str
+    text: str
+    map: SourceMap
+
+
+_SYNTAX_HINTS = (
+    ("twice", "each table and key may appear once; merge the two"),
+    ("Unclosed", "close the string with the same quote it opened with"),
+    ("Invalid value", 'strings need quotes ("..."), arrays brackets ([...]), booleans are true/false'),
+    ("Expected '=' after a key", 'write `key = value`; keys with spaces need quotes'),
+    ("Invalid statement", "each line holds a [table] header or `key = value`"),
+    ("Unclosed array", "close the array with ]"),
+)
+
+
+def _syntax_error(exc: tomllib.TOMLDecodeError, display: str) -> Diagnostic:
+    m = _SYNTAX_POS.search(str(exc))
+    line, col = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
+    message = _SYNTAX_POS.sub("", str(exc)).strip()
+    message = re.sub(r"\(((?:'[^']*',? ?)+)\)", lambda g: "[" + ".".join(re.findall(r"'([^']*)'", g.group(1))) + "]", message)
+    hint = next((h for needle, h in _SYNTAX_HINTS if needle in message), "see https://toml.io for the syntax")
+    return Diagnostic("error", display, line, col, "", f"invalid TOML: {message}", hint)
+
+
+def parse(path: Path) -> tuple[LoadedSpec | None, list[Diagnostic]]:
+    """Parse and schema-validate the spec at `path`. Returns the spec (when valid) and all diagnostics."""
+    display = display_path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return None, [_syntax_error(exc, display)]
+    src = _Source(display, text, map_source(text))
+    diags = _literal_secrets(raw, src)
+    try:
+        spec = Spec.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        seen = {d.key for d in diags}  # a literal secret already explains what is wrong there
+        # A union reports once per member; for a string, the member that lists allowed values explains best.
+        ordered = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "literal_error" or not isinstance(e["input"], str))
+        for err in ordered:
+            diag = _convert(err, raw, src)
+            if diag.key not in seen:  # a union reports once per member; one message per key is enough
+                seen.add(diag.key)
+                diags.append(diag)
+        return None, diags
+    loaded = LoadedSpec(spec, path, display, text, src.map)
+    return (loaded if not diags else None), diags
+
+
+# -- secrets ----------------------------------------------------------------------------------------
+
+_SECRET_VALUES = [
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}\b"), "a Hugging Face token"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"), "an API key"),
+    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), "an AWS access key"),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), "a GitHub token"),
+    (re.compile(r"\b[0-9a-f]{40}\b"), "a 40-hex-digit key (e.g. a W&B API key)"),
+]
+_SHA_OK = {("model", "revision")}  # a 40-hex commit sha is expected there
+
+
+def _literal_secrets(raw: dict[str, Any], src: _Source) -> list[Diagnostic]:
+    """Refuse anything in the spec that looks like a secret written literally."""
+    found: list[Diagnostic] = []
+
+    def walk(node: Any, path: KeyPath) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, path + (k,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, path + (i,))
+        elif isinstance(node, str):
+            for pattern, what in _SECRET_VALUES:
+                if path in _SHA_OK and pattern.pattern.startswith(r"\b[0-9a-f]{40}"):
+                    continue
+                if pattern.search(node):
+                    span = src.map.locate(path)
+                    found.append(
+                        Diagnostic(
+                            "error",
+                            src.display,
+                            span.line,
+                            span.col,
+                            _dotted(path),
+                            f"looks like {what} written literally",
+                            "secrets never go in the spec (it is committed and hashed into the lock); put the "
+                            "value in an environment variable and give its name, e.g. token_env = \"HF_TOKEN\"",
+                            span.length,
+                        )
+                    )
+                    return
+
+    walk(raw, ())
+    return found

@@ -1,0 +1,1 @@
+"""The evaluate stage: base against tuned on held-out examples, metrics, gates, diagnosis."""

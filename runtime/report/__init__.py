@@ -1,0 +1,1 @@
+"""The report stage: one self-contained HTML page about a run."""

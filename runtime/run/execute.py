@@ -1,0 +1,447 @@
+"""`ftc run`: execute exactly the plan on disk, watch it, and record how it went.
+
+Pre-flight, before any weights load: the build is compiled again in memory and compared with the one on
+disk (a stale lock or a hand-edited script is refused, naming what changed and what to run); installed
+packages are compared with the lock's pins; the device the plan wants is checked. The generated script
+then runs as a child process in its own process group, writing into runs/<name>/<run-id>/ (see
+record.py); a plan on several devices runs through launch.sh, whose torchrun starts one worker process
+per device. Its events.jsonl drives the progress display, and run.json records the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from ftc.compiler import __version__
+from ftc.compiler.build.compile import SCRIPT_NAME, Build, package_drift, stale_inputs
+from ftc.compiler.build.lock import LOCK_NAME, plan_hash, read_lock
+from ftc.compiler.plan.resolve import installed_versions
+
+from ftc.runtime.runfolder import EVENTS, RunFolderError, read_record, write_record
+
+RECORD_FORMAT = 1
+# Exit statuses of the generated scripts (templates/run_support.py) and what they mean.
+SCRIPT_STATUS = {0: "completed", 130: "interrupted", 3: "out_of_memory", 4: "disk_full"}
+
+
+class RunRefused(Exception):
+    """The build cannot run as it is; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Target:
+    spec: Path
+    root: Path
+
+
+def locate(target: Path) -> Target:
+    """A spec file, or a build folder whose lock names its spec."""
+    if target.is_dir():
+        lock_path = target / LOCK_NAME
+        if not lock_path.is_file():
+            raise RunRefused(f"{target} has no {LOCK_NAME}; give a spec, or compile one into this folder first")
+        root = target.resolve().parents[1]  # build/<name>/ lies under the project root
+        return Target(root / read_lock(lock_path)["inputs"]["spec"]["path"], root)
+    return Target(target, Path.cwd())
+
+
+def check_current(build: Build, allow_version_drift: bool = False) -> list[str]:
+    """Refuse a build that differs from its inputs. Returns the package drift that was allowed (for a warning)."""
+    spec = build.lock["inputs"]["spec"]["path"]
+    lock_path = build.directory / LOCK_NAME
+    drift = package_drift(read_lock(lock_path), build.lock) if lock_path.is_file() else []
+    if drift and not allow_version_drift:
+        listing = "\n".join(f"  - {d}" for d in drift)
+        raise RunRefused(
+            f"the installed packages differ from the versions the plan was locked with:\n{listing}\n"
+            f"install the pinned versions, or run `ftc compile {spec}` to lock these ones, "
+            "or pass --allow-version-drift to run anyway (the run records the drift)"
+        )
+    reasons = stale_inputs(build, allow_package_drift=allow_version_drift)
+    if reasons:
+        listing = "\n".join(f"  - {r}" for r in reasons)
+        raise RunRefused(f"the build in {os.path.relpath(build.directory)} does not match its inputs:\n{listing}\nrun `ftc compile {spec}` first")
+    return drift
+
+
+def check_device(lock: dict[str, Any]) -> dict[str, Any]:
+    """The device this machine gives the plan; refuses what cannot run here. Loads no weights."""
+    import torch
+
+    hardware = lock["hardware"]
+    has_cuda = torch.cuda.is_available()
+    if hardware["accelerator"] == "cuda" and not has_cuda:
+        raise RunRefused('the plan needs CUDA (hardware.accelerator = "cuda") and this machine has no CUDA device; '
+                         'run it on a GPU machine, or set hardware.accelerator = "auto" to allow the CPU')
+    device = "cuda" if has_cuda and hardware["accelerator"] != "cpu" else "cpu"
+    if device == "cpu" and hardware["strategy"].startswith("deepspeed"):
+        raise RunRefused(f'the plan shards the model with DeepSpeed ({hardware["strategy"]}), which needs CUDA, and this machine has none; '
+                         'set hardware.strategy = "fsdp" or "ddp" to train on the CPU, or run it on GPUs')
+    precision = hardware["precision"].get(device)
+    if precision is None:
+        raise RunRefused(f'the plan has no settings for {device}; set hardware.accelerator = "auto" or "{device}" and compile again')
+    if device == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise RunRefused(f'the plan trains in bf16 and {torch.cuda.get_device_name()} does not support it; set hardware.precision = "fp16" and compile again')
+        if hardware["devices"] > torch.cuda.device_count() and hardware["nodes"] == 1:
+            raise RunRefused(f"the plan needs {hardware['devices']} GPUs and this machine has {torch.cuda.device_count()}")
+        return {"kind": "cuda", "name": torch.cuda.get_device_name(), "count": torch.cuda.device_count(), "precision": precision}
+    return {"kind": "cpu", "name": "cpu", "threads": torch.get_num_threads(), "precision": precision}
+
+
+def locked_plan_hash(build: Build) -> str:
+    """The hash of the plan on disk, which is what runs (it differs from the fresh one only by allowed package drift)."""
+    return plan_hash(read_lock(build.directory / LOCK_NAME))
+
+
+def new_run_dir(build: Build) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = runs_folder(build)
+    run_dir = base / stamp
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base / f"{stamp}-{n}"
+    return run_dir
+
+
+def runs_folder(build: Build) -> Path:
+    return build.directory.parents[1] / "runs" / build.name
+
+
+def latest_run(build: Build) -> Path:
+    """The newest run folder of this build, for `ftc run --resume` without a folder."""
+    folder = runs_folder(build)
+    runs = sorted(p for p in folder.glob("*") if (p / "run.json").is_file()) if folder.is_dir() else []
+    if not runs:
+        raise RunRefused(f"there is no run of {build.name} to resume in {os.path.relpath(folder)}; start one with `ftc run`")
+    return runs[-1]
+
+
+def check_resumable(build: Build, run_dir: Path) -> dict[str, Any]:
+    """The record of a run that can continue with this build; refuses a finished run or one from another plan."""
+    try:
+        record = read_record(run_dir)
+    except RunFolderError as exc:
+        raise RunRefused(str(exc)) from exc
+    if record.get("plan_sha256") != locked_plan_hash(build):
+        raise RunRefused(
+            f"{run_dir} ran plan sha256:{str(record.get('plan_sha256'))[:12]}, and the build is now sha256:{locked_plan_hash(build)[:12]}; "
+            "a resumed run must continue the same plan: start a new run instead"
+        )
+    if record.get("status") == "completed":
+        raise RunRefused(f"{run_dir} has already completed; start a new run instead")
+    if record.get("status") == "running":
+        alive = [pid for pid in (record.get("pid"), record["sessions"][-1].get("pid")) if pid and _alive(pid)]
+        if alive:
+            raise RunRefused(f"{run_dir} is still running (process {alive[0]}); stop it first (Ctrl-C, or kill -INT {alive[0]})")
+    return record
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def command_for(build: Build, run_dir: Path) -> list[str]:
+    """One process runs the script; several go through the build's launch.sh (accelerate launch)."""
+    hardware = build.lock["hardware"]
+    if hardware["nodes"] > 1:
+        raise RunRefused(
+            f"the plan spans {hardware['nodes']} nodes: start build/{build.name}/launch.sh on each node "
+            f"(it says how), or submit build/{build.name}/slurm.sbatch"
+        )
+    if hardware["devices"] > 1:
+        return ["bash", str(build.directory / "launch.sh"), "--output-dir", str(run_dir), "--no-progress-bar"]
+    return [sys.executable, str(build.directory / SCRIPT_NAME), "--output-dir", str(run_dir), "--no-progress-bar"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def start_record(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str], resume: bool) -> dict[str, Any]:
+    """Write run.json (and the plan's copy) as a session starts; a resumed run keeps its history."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        record = read_record(run_dir)
+    else:
+        shutil.copyfile(build.directory / LOCK_NAME, run_dir / LOCK_NAME)
+        record = {
+            "format_version": RECORD_FORMAT,
+            "project": build.name,
+            "run_id": run_dir.name,
+            "root": str(build.directory.parents[1]),
+            "build": f"build/{build.name}",
+            "spec": build.lock["inputs"]["spec"]["path"],
+            "plan_sha256": locked_plan_hash(build),
+            "max_steps": build.lock["training"]["max_steps"],
+            "started": _now(),
+            "sessions": [],
+        }
+    record.update(
+        status="running",
+        ftc_version=__version__,
+        packages=installed_versions(),
+        version_drift=drift,
+        device=device,
+        pid=os.getpid(),
+    )
+    record["sessions"].append({"started": _now(), "resumed": resume})
+    write_record(run_dir, record)
+    return record
+
+
+@dataclass
+class Session:
+    """What one execution of the script reported, read from its events."""
+
+    max_steps: int
+    step: int = 0
+    first_step: int | None = None
+    tokens: int = 0
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    tokens_per_second: float | None = None
+    checkpoint: str | None = None
+    end: dict[str, Any] = field(default_factory=dict)
+    start: dict[str, Any] = field(default_factory=dict)
+    distributed: dict[str, Any] = field(default_factory=dict)
+
+    def take(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.start = event
+        elif kind in ("train_begin", "step"):
+            self.step = event.get("step", self.step)
+            self.tokens = event.get("tokens", self.tokens)
+            if self.first_step is None:
+                self.first_step = self.step
+            self.max_steps = event.get("max_steps", self.max_steps)
+        elif kind == "log":
+            self.train_loss = event.get("loss", self.train_loss)
+            self.eval_loss = event.get("eval_loss", self.eval_loss)
+            self.tokens_per_second = event.get("train_tokens_per_second", self.tokens_per_second)
+        elif kind == "checkpoint":
+            self.checkpoint = event["path"]
+        elif kind == "distributed":
+            self.distributed = {k: event[k] for k in ("processes", "backend", "mode") if k in event}
+        elif kind == "end":
+            self.end = event
+
+
+class EventTail:
+    """Reads the lines a running script appends to events.jsonl, from where this session began."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.is_file() else 0
+        self.partial = ""
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        with self.path.open(encoding="utf-8") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+            self.offset = fh.tell()
+        lines = (self.partial + chunk).split("\n")
+        self.partial = lines.pop()
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+def _process_tree(pid: int) -> dict[int, str]:
+    """The processes started under `pid` (children, grandchildren, ...), each with its start time, read from /proc
+    (Linux; elsewhere none). torchrun starts every worker in a session of its own, out of reach of signals sent to
+    ftc's process group, so ftc keeps track of them itself."""
+    parents: dict[int, int] = {}
+    started: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, ... starttime is 20th
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+        started[int(stat.parent.name)] = fields[19]
+    tree: dict[int, str] = {}
+    for candidate in parents:
+        ancestor = parents[candidate]
+        while ancestor > 1 and ancestor != pid:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == pid:
+            tree[candidate] = started[candidate]
+    return tree
+
+
+def _workers(tree: dict[int, str], script: Path) -> dict[int, str]:
+    """The processes of `tree` that run the training script itself (torchrun's workers), not the launcher that
+    names it on its command line."""
+    found = {}
+    for pid, started in tree.items():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(script.name.encode()) for a in argv) and not any(a.endswith((b"accelerate", b"torchrun")) for a in argv):
+            if any(Path(os.fsdecode(a)).resolve() == script.resolve() for a in argv if a.endswith(script.name.encode())):
+                found[pid] = started
+    return found
+
+
+def _signal_tree(tree: dict[int, str], sig: signal.Signals) -> int:
+    """Send `sig` to the processes of `tree` that still run (a reused process id has another start time); how many."""
+    sent = 0
+    for pid, started in tree.items():
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] != started:
+                continue
+            os.kill(pid, sig)
+            sent += 1
+        except (OSError, IndexError):
+            continue
+    return sent
+
+
+def _pump(stream, log_path: Path, show: Callable[[str], None]) -> None:
+    """Copy the child's output to train.log and to the screen, line by line."""
+    with log_path.open("a", encoding="utf-8") as log:
+        for line in iter(stream.readline, ""):
+            log.write(line)
+            log.flush()
+            show(line.rstrip("\n"))
+
+
+def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str], resume: bool, display) -> dict[str, Any]:
+    """Run the build as a child process, show its progress, and return the final run record.
+
+    Ctrl-C (or SIGTERM) is passed on once as SIGINT: the script saves a checkpoint at the end of the step
+    and stops. A second Ctrl-C is passed on too, and the script stops at once."""
+    command = command_for(build, run_dir)
+    record = start_record(build, run_dir, device, drift, resume)
+    if resume:
+        command.append("--resume")
+    tail = EventTail(run_dir / EVENTS)
+    session = Session(max_steps=record["max_steps"])
+    # ftc draws the progress: the libraries' own bars would only scroll past as lines of carriage returns
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+    # launch.sh calls `accelerate`: the one installed next to this Python, even in a virtual environment not activated
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    child = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+        process_group=0,  # Ctrl-C reaches ftc only, which passes it on once per press
+    )
+    record["sessions"][-1]["pid"] = child.pid
+    write_record(run_dir, record)
+    pump = threading.Thread(target=_pump, args=(child.stdout, run_dir / "train.log", display.line), daemon=True)
+    pump.start()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupts = 0
+    several = build.lock["hardware"]["devices"] > 1
+    workers: dict[int, str] = {}  # launch.sh's processes, workers included, as last seen
+    looked = 0.0
+    try:
+        with display:
+            while True:
+                try:
+                    for event in tail.read():
+                        session.take(event)
+                        display.event(event, session)
+                    if child.poll() is not None:
+                        break
+                    if several and time.monotonic() - looked > 2:
+                        workers.update(_process_tree(child.pid))
+                        looked = time.monotonic()
+                    time.sleep(0.2)
+                except KeyboardInterrupt:
+                    interrupts += 1
+                    display.line("ftc: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)" if interrupts == 1 else "ftc: stopping now")
+                    # One process: the script gets it. Several: the workers get it directly, not torchrun, which
+                    # would pass it on and SIGKILL any worker still busy 30 s later, its checkpoint half written
+                    # on a loaded machine. Before the workers run (or when none is found), torchrun gets it. A
+                    # second Ctrl-C reaches every process.
+                    running = _workers({**workers, **_process_tree(child.pid)}, build.directory / SCRIPT_NAME) if several else {}
+                    if interrupts == 1 and running:
+                        _signal_tree(running, signal.SIGINT)
+                    else:
+                        os.killpg(child.pid, signal.SIGINT)
+                    if interrupts > 1:
+                        _signal_tree({**workers, **_process_tree(child.pid)}, signal.SIGINT)
+            if several and _signal_tree(workers, signal.SIGKILL):
+                display.line("ftc: the launcher ended before all its workers; stopped the rest")
+            pump.join(timeout=10)
+            for event in tail.read():
+                session.take(event)
+                display.event(event, session)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return finish_record(run_dir, session, child.returncode, interrupted=interrupts > 0)
+
+
+def finish_record(run_dir: Path, session: Session, returncode: int, interrupted: bool = False) -> dict[str, Any]:
+    record = read_record(run_dir)
+    if returncode < 0:
+        status = f"crashed (killed by {signal.Signals(-returncode).name})"
+    elif interrupted and returncode > 0 and not session.end:
+        status = "interrupted"  # stopped at once by a second Ctrl-C: torchrun ended its workers before they could say so
+    else:
+        status = session.end.get("status") or SCRIPT_STATUS.get(returncode, "failed")
+    if returncode > 0 and status in SCRIPT_STATUS.values() and status != "completed":
+        # the script's own status: launch.sh's torchrun exits 1 whenever its workers stop with any status but 0
+        returncode = next(code for code, name in SCRIPT_STATUS.items() if name == status)
+    end = session.end
+    this = record["sessions"][-1]
+    this.update(
+        ended=_now(),
+        status=status,
+        exit_code=returncode,
+        first_step=session.first_step,
+        last_step=session.step,
+        tokens_per_second=session.tokens_per_second,
+        peak_memory_bytes=end.get("peak_memory_bytes"),
+        peak_memory_kind=end.get("peak_memory_kind"),
+        resumed_from=session.start.get("resume_from"),
+    )
+    best = end.get("best_checkpoint")
+    record.update(
+        status=status,
+        exit_code=returncode,
+        ended=this["ended"],
+        step=session.step,
+        train_loss=session.train_loss if session.train_loss is not None else record.get("train_loss"),
+        eval_loss=session.eval_loss if session.eval_loss is not None else record.get("eval_loss"),
+        tokens_per_second=session.tokens_per_second,
+        peak_memory_bytes=this["peak_memory_bytes"],
+        peak_memory_gib=round(this["peak_memory_bytes"] / 2**30, 3) if this["peak_memory_bytes"] else None,
+        peak_memory_kind=this["peak_memory_kind"],
+        last_checkpoint=f"checkpoints/{session.checkpoint}" if session.checkpoint else record.get("last_checkpoint"),
+        best_checkpoint=f"checkpoints/{best}" if best else record.get("best_checkpoint"),
+        final="final" if status == "completed" else None,
+        early_stopped=bool(end.get("early_stopped")),
+    )
+    if session.distributed:
+        record["distributed"] = session.distributed
+    record.pop("pid", None)
+    write_record(run_dir, record)
+    return record
