@@ -35,10 +35,11 @@ N = 16
 
 
 def pick_model(tmp: Path) -> tuple[Path, str]:
-    runs = sorted((REPO / "runs" / "quickstart").glob("*/merged"))
-    for merged in reversed(runs):
-        record = json.loads((merged.parent / "run.json").read_text(encoding="utf-8"))
-        if (record.get("merge") or {}).get("status") == "verified":
+    from ftc.runtime.runfolder import MERGED, read_record, run_folders
+
+    for run in reversed(run_folders(REPO, "quickstart")):
+        merged, check = run / MERGED, read_record(run).merge
+        if merged.is_dir() and check is not None and check.status == "verified":
             return merged, f"SmolLM2-135M quickstart, merged ({merged.relative_to(REPO)})"
     import torch
 
@@ -72,15 +73,10 @@ def post(url: str, body: dict) -> dict:
 
 
 def bench_vllm(model_dir: Path, conversations, tokens: int, rounds: int, tmp: Path, env_extra: dict[str, str]) -> dict:
-    from ftc.runtime.merge import stop_token_ids
-    from ftc.runtime.serve.command import (
-        Settings,
-        Target,
-        VllmServer,
-        check_port_free,
-        server_command,
-        write_generation_config,
-    )
+    from ftc.runtime.generate import stop_token_ids
+    from ftc.runtime.serve.settings import Settings, check_port_free
+    from ftc.runtime.serve.target import Target
+    from ftc.runtime.serve.vllm import VllmServer, server_command, write_generation_config
     from transformers import AutoTokenizer
 
     port = 8411

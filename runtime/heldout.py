@@ -17,7 +17,7 @@ from ftc.compiler.plan.inputs import relative_to_root
 from ftc.templates import prepare
 
 from ftc.runtime.models import RunFolder
-from ftc.runtime.runfolder import RunFolderError
+from ftc.runtime.runfolder import LOCK, RunFolderError
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,15 @@ class HeldOut:
 def _location(run: RunFolder, split: str) -> tuple[str, Path]:
     """The file the run read a split's examples from, as a root-relative name and a path."""
     copy = f"data/{split}.jsonl"
-    if copy not in run.lock.get("artifacts", {}):
-        rel = run.lock["inputs"]["data"][split]["path"]
+    if copy not in run.lock.artifacts:
+        rel = run.lock.inputs.data[split].path
         return rel, run.root / rel
     path = build_dir(run.name, run.root) / copy
     rel = relative_to_root(path, run.root)
-    if not path.is_file() or FileHasher(use_cache=False).sha256(path) != run.lock["artifacts"][copy]:
+    if not path.is_file() or FileHasher(use_cache=False).sha256(path) != run.lock.artifacts[copy]:
         raise RunFolderError(
             f"{rel}, the cleaned data this run trained on, is missing or was rebuilt since; "
-            f"compile the spec as it was for this run (its lock is {run.path / 'ftc.lock.json'})"
+            f"compile the spec as it was for this run (its lock is {run.path / LOCK})"
         )
     return rel, path
 
@@ -59,14 +59,14 @@ def _read(run: RunFolder, split: str, limit: int | None) -> tuple[str, list[Reco
 
 def held_out(run: RunFolder, n: int) -> HeldOut:
     """The first n held-out records (fewer if there are fewer)."""
-    validation = run.lock["data"]["validation"]
-    if "validation" in run.lock["inputs"]["data"]:
+    validation = run.lock.data.validation
+    if "validation" in run.lock.inputs.data:
         rel, records = _read(run, "validation", n)
         return HeldOut("validation", rel, records)
-    if validation["source"] == "split":
+    if validation.source == "split":
         rel, records = _read(run, "train", None)
         held = prepare.held_out_indices(
-            len(records), validation["split"], validation["seed"]
+            len(records), validation.split, validation.seed
         )
         return HeldOut("split", rel, [records[i] for i in held[:n]])
     rel, records = _read(run, "train", n)

@@ -47,13 +47,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ftc.templates import prepare
 
+from ftc.runtime.generate import stop_token_ids
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import (
-    CHAT_TEMPLATE_NAME,
     Placement,
     RunFolder,
     attach_adapter,
@@ -65,11 +64,16 @@ from ftc.runtime.models import (
     open_run,
     placement,
 )
-from ftc.runtime.runfolder import update_record
+from ftc.runtime.runfolder import (
+    CHAT_TEMPLATE_NAME,
+    MERGE_REJECTED,
+    MERGE_TMP_PREFIX,
+    MERGED,
+    MergeCheck,
+    MergeTolerance,
+    update_record,
+)
 
-MERGED = "merged"
-REJECTED = "merged.rejected"
-TMP_PREFIX = ".merged.tmp-"
 PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 # dtype of the merged weights -> (max_rtol, mean_rtol, min_top1); measured values in the module docstring
@@ -78,7 +82,6 @@ TOLERANCE = {
     "bfloat16": (0.15, 0.02, 0.90),
     "float16": (0.03, 4e-3, 0.95),
 }
-PROBE = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
 
 
 class MergeFailed(Exception):
@@ -110,28 +113,28 @@ class Verification:
             and self.top1_agreement >= min_top1
         )
 
-    def tolerance(self) -> dict[str, Any]:
+    def tolerance(self) -> MergeTolerance:
         max_rtol, mean_rtol, min_top1 = TOLERANCE[self.dtype]
         max_limit, mean_limit, _ = self.limits()
-        return {
-            "max_abs_logit_diff": max_limit,
-            "mean_abs_logit_diff": mean_limit,
-            "top1_agreement": min_top1,
-            "rule": f"s = 1 + max|logit| = {1 + self.max_abs_logit:.4g}; max|dlogit| <= {max_rtol:g}*s, mean|dlogit| <= {mean_rtol:g}*s, top-1 >= {min_top1:g}",
-        }
+        return MergeTolerance(
+            max_abs_logit_diff=max_limit,
+            mean_abs_logit_diff=mean_limit,
+            top1_agreement=min_top1,
+            rule=f"s = 1 + max|logit| = {1 + self.max_abs_logit:.4g}; max|dlogit| <= {max_rtol:g}*s, mean|dlogit| <= {mean_rtol:g}*s, top-1 >= {min_top1:g}",
+        )
 
-    def record(self, path: str) -> dict[str, Any]:
-        return {
-            "status": "verified" if self.passed else "failed",
-            "examples": self.examples,
-            "positions": self.positions,
-            "max_abs_logit_diff": self.max_abs_logit_diff,
-            "mean_abs_logit_diff": self.mean_abs_logit_diff,
-            "top1_agreement": self.top1_agreement,
-            "tolerance": self.tolerance(),
-            "dtype": self.dtype,
-            "path": path,
-        }
+    def record(self, path: str) -> MergeCheck:
+        return MergeCheck(
+            status="verified" if self.passed else "failed",
+            examples=self.examples,
+            positions=self.positions,
+            max_abs_logit_diff=self.max_abs_logit_diff,
+            mean_abs_logit_diff=self.mean_abs_logit_diff,
+            top1_agreement=self.top1_agreement,
+            tolerance=self.tolerance(),
+            dtype=self.dtype,
+            path=path,
+        )
 
     def summary(self) -> str:
         max_limit, mean_limit, min_top1 = self.limits()
@@ -149,7 +152,7 @@ def verification_inputs(
     run: RunFolder, tokenizer, chat_template: str | None, n: int
 ) -> list[list[int]]:
     """Token ids of the first n held-out examples, tokenized as the run tokenized them (cut to max_length)."""
-    fmt, max_length = run.lock["data"]["format"], run.lock["data"]["max_length"]
+    fmt, max_length = run.lock.data.format, run.lock.data.max_length
     inputs = []
     for record in held_out(run, n).records:
         value = record.value
@@ -213,37 +216,6 @@ def verify(
     return compare_logits(
         logits_of(reference_model, inputs), logits_of(candidate_model, inputs), dtype
     )
-
-
-def _special_ids(tokenizer) -> set[int]:
-    added = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
-    return set(tokenizer.all_special_ids) | added
-
-
-def end_of_turn_ids(tokenizer, chat_template: str | None) -> list[int]:
-    """The special tokens the template puts after an assistant's answer (<|im_end|>, <|eot_id|>, ...): those in
-    the trained span of a rendered conversation that follow the answer's text."""
-    if chat_template is None:
-        return []
-    ids, mask = prepare.tokenize_messages(tokenizer, chat_template, PROBE)
-    span = [i for i, m in zip(ids, mask, strict=True) if m]
-    answer = PROBE[-1]["content"]
-    end = next(
-        (k for k in range(len(span) + 1) if answer in tokenizer.decode(span[:k])),
-        len(span),
-    )
-    special = _special_ids(tokenizer)
-    found: list[int] = []
-    for token in span[end:]:
-        if token in special and token not in found:
-            found.append(token)
-    return found
-
-
-def stop_token_ids(tokenizer, chat_template: str | None) -> list[int]:
-    """The tokenizer's EOS, then the template's end-of-turn token(s): where generation must stop."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return ids + [i for i in end_of_turn_ids(tokenizer, chat_template) if i not in ids]
 
 
 def _generation_config(base, tokenizer, chat_template: str | None):
@@ -326,7 +298,7 @@ def _merge_adapter(
 
 def _copy_full(
     run: RunFolder, tmp: Path, place: Placement, step: Callable[[str], None]
-) -> dict[str, Any]:
+) -> MergeCheck:
     from transformers import AutoConfig, GenerationConfig
 
     step("copying the full model")
@@ -346,18 +318,18 @@ def _copy_full(
     if template_file is not None:
         (tmp / CHAT_TEMPLATE_NAME).write_bytes(template_file.read_bytes())
     check_servable(tmp, template_file)
-    return {
-        "status": "not needed",
-        "reason": "full fine-tuning saved every weight; merged/ is a copy of final/",
-        "examples": 0,
-        "positions": 0,
-        "max_abs_logit_diff": None,
-        "mean_abs_logit_diff": None,
-        "top1_agreement": None,
-        "tolerance": None,
-        "dtype": dtype_name(place.dtype),
-        "path": MERGED,
-    }
+    return MergeCheck(
+        status="not needed",
+        reason="full fine-tuning saved every weight; merged/ is a copy of final/",
+        examples=0,
+        positions=0,
+        max_abs_logit_diff=None,
+        mean_abs_logit_diff=None,
+        top1_agreement=None,
+        tolerance=None,
+        dtype=dtype_name(place.dtype),
+        path=MERGED,
+    )
 
 
 def _replace(src: Path, dest: Path) -> None:
@@ -374,7 +346,7 @@ def _replace(src: Path, dest: Path) -> None:
 @dataclass(frozen=True)
 class MergeResult:
     path: Path  # merged/ (or merged.rejected/ when it failed)
-    record: dict[str, Any]  # what run.json holds under "merge"
+    record: MergeCheck  # what run.json holds under "merge"
     verification: Verification | None  # None for full fine-tuning
 
 
@@ -388,30 +360,30 @@ def merge_run(
         raise ValueError("examples must be at least 1")
     run = open_run(run_dir)
     place = placement(run.lock)
-    for leftover in run_dir.glob(TMP_PREFIX + "*"):
+    for leftover in run_dir.glob(MERGE_TMP_PREFIX + "*"):
         shutil.rmtree(leftover)  # from a merge that was interrupted
-    tmp = run_dir / f"{TMP_PREFIX}{os.getpid()}"
+    tmp = run_dir / f"{MERGE_TMP_PREFIX}{os.getpid()}"
     try:
         if not run.adapter:
             record = _copy_full(run, tmp, place, step)
             verification = None
         else:
             verification = _merge_adapter(run, tmp, place, examples, step)
-            record = verification.record(MERGED if verification.passed else REJECTED)
+            record = verification.record(MERGED if verification.passed else MERGE_REJECTED)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if verification is not None and not verification.passed:
-        _replace(tmp, run_dir / REJECTED)
+        _replace(tmp, run_dir / MERGE_REJECTED)
         if (run_dir / MERGED).exists():
             shutil.rmtree(run_dir / MERGED)  # run.json no longer vouches for it
         update_record(run_dir, merge=record)
         raise MergeFailed(
             f"the merged model does not reproduce the trained one: {verification.summary()}. "
-            f"It was kept in {run_dir / REJECTED} for inspection; nothing was written to {run_dir / MERGED}"
+            f"It was kept in {run_dir / MERGE_REJECTED} for inspection; nothing was written to {run_dir / MERGED}"
         )
     _replace(tmp, run_dir / MERGED)
-    if (run_dir / REJECTED).exists():
-        shutil.rmtree(run_dir / REJECTED)  # from an earlier attempt; this one passed
+    if (run_dir / MERGE_REJECTED).exists():
+        shutil.rmtree(run_dir / MERGE_REJECTED)  # from an earlier attempt; this one passed
     update_record(run_dir, merge=record)
     return MergeResult(run_dir / MERGED, record, verification)

@@ -18,14 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftc.compiler.build.compile import build_dir
 from ftc.compiler.hashing import sha256_bytes
 from ftc.compiler.plan.inputs import InputError, package_file
+from ftc.compiler.plan.model import Lock
 
-from ftc.runtime.runfolder import RunFolderError, read_record, run_lock
-
-FINAL = "final"
-DEQUANTIZED_BASE = "base-dequantized"
-CHAT_TEMPLATE_NAME = "chat_template.jinja"
+from ftc.runtime.runfolder import (
+    CHAT_TEMPLATE_NAME,
+    DEQUANTIZED_BASE,
+    FINAL,
+    RunFolderError,
+    read_record,
+    run_lock,
+)
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,11 @@ class RunFolder:
 
     path: Path
     root: Path
-    lock: dict[str, Any]
+    lock: Lock
 
     @property
     def name(self) -> str:
-        return self.lock["project"]["name"]
+        return self.lock.project.name
 
     @property
     def final(self) -> Path:
@@ -47,11 +52,11 @@ class RunFolder:
     @property
     def adapter(self) -> bool:
         """LoRA, QLoRA and DPO with LoRA save an adapter; full fine-tuning saves every weight."""
-        return self.lock["method"]["adapter"] == "lora"
+        return self.lock.method.produces_adapter
 
     @property
     def quantized(self) -> bool:
-        return self.lock["method"]["kind"] == "qlora"
+        return self.lock.method.quantized_base
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,8 @@ class Placement:
 
 def open_run(run_dir: Path) -> RunFolder:
     """Read run.json and the run's lock; refuse a folder whose training did not save final/."""
-    record = read_record(run_dir)
-    lock = run_lock(run_dir)
-    # runs live at <root>/runs/<name>/<id>; run.json names the root
-    root = Path(record["root"]) if record.get("root") else run_dir.resolve().parents[2]
-    run = RunFolder(run_dir, root, lock)
+    root = read_record(run_dir).project_root(run_dir)
+    run = RunFolder(run_dir, root, run_lock(run_dir))
     expected = "adapter_model.safetensors" if run.adapter else "config.json"
     if not (run.final / expected).is_file():
         raise RunFolderError(
@@ -85,51 +87,51 @@ def check_base_unchanged(run: RunFolder) -> None:
     from ftc.compiler.hashing import FileHasher
     from ftc.compiler.plan.inputs import resolve_model
 
-    model = run.lock["inputs"]["model"]
+    model = run.lock.inputs.model
     try:
         with FileHasher() as hasher:
-            found = resolve_model(model["reference"], model.get("revision"), run.root, run.root, hasher, model["kind"] == "hub")
+            found = resolve_model(model.reference, model.revision, run.root, run.root, hasher, model.kind == "hub")
     except InputError as exc:
-        raise RunFolderError(f"the run's base model {model['reference']} cannot be read: {exc.message}") from exc
-    changed = sorted(name for name in set(model["files"]) | set(found.files) if model["files"].get(name) != found.files.get(name))
+        raise RunFolderError(f"the run's base model {model.reference} cannot be read: {exc.message}") from exc
+    changed = sorted(name for name in set(model.files) | set(found.files) if model.files.get(name) != found.files.get(name))
     if changed:
         raise RunFolderError(
-            f"the base model {model['reference']} changed since this run trained on it ({', '.join(changed)} differ "
+            f"the base model {model.reference} changed since this run trained on it ({', '.join(changed)} differ "
             "from the sha256 in the run's ftc.lock.json); the adapter only fits the base it was trained on"
         )
 
 
-def placement(lock: dict[str, Any]) -> Placement:
+def placement(lock: Lock) -> Placement:
     """CUDA when present and the plan allows it, else the CPU. A plan made only for CUDA (hardware.accelerator
     = "cuda") is loaded on the CPU with its CUDA dtypes, so that a GPU run can be merged on any machine."""
     import torch
 
     device = (
         "cuda"
-        if torch.cuda.is_available() and lock["hardware"]["accelerator"] != "cpu"
+        if torch.cuda.is_available() and lock.hardware.accelerator != "cpu"
         else "cpu"
     )
-    dtypes = lock["model"]["dtype"]
+    dtypes = lock.model.dtype
     key = device if device in dtypes else next(iter(sorted(dtypes)))
     dtype = getattr(torch, dtypes[key])
-    compute = lock["method"].get("bnb_4bit_compute_dtype")
+    compute = getattr(lock.method, "bnb_4bit_compute_dtype", None)
     return Placement(device, dtype, getattr(torch, compute[key]) if compute else dtype)
 
 
 def base_location(run: RunFolder) -> tuple[str, dict[str, Any]]:
     """The base model as transformers wants it: a folder (or hub id), and the keyword arguments to load it."""
-    model = run.lock["inputs"]["model"]
+    model = run.lock.inputs.model
     reference, gguf_file, revision = (
-        model["reference"],
-        model.get("gguf_file"),
-        model.get("revision"),
+        model.reference,
+        model.gguf_file,
+        model.revision,
     )
     if reference.startswith("pkg:"):
         try:
             where = str(package_file(reference)[0])  # finds the package without importing it
         except InputError as exc:
             raise RunFolderError(f"the base model {reference}: {exc.message}; {exc.hint}") from exc
-    elif model["kind"] == "hub":
+    elif model.kind == "hub":
         where = reference
     else:
         path = (run.root / reference).resolve()
@@ -139,12 +141,12 @@ def base_location(run: RunFolder) -> tuple[str, dict[str, Any]]:
             )
         # a .gguf file: its folder, with gguf_file
         where = str(path.parent if path.is_file() else path)
-    token_env = run.lock["model"].get("token_env")
+    token_env = run.lock.model.token_env
     args: dict[str, Any] = {
         "gguf_file": gguf_file,
         "revision": revision,
         "token": os.environ.get(token_env) if token_env else None,
-        "trust_remote_code": run.lock["model"]["trust_remote_code"],
+        "trust_remote_code": run.lock.model.trust_remote_code,
     }
     if gguf_file is None:
         args["use_safetensors"] = True  # never unpickle weights
@@ -154,12 +156,12 @@ def base_location(run: RunFolder) -> tuple[str, dict[str, Any]]:
 def locked_chat_template(run: RunFolder) -> tuple[str | None, Path | None]:
     """The chat template the run trained with, and the file it is in: final/'s copy or the build's,
     whichever matches the lock's sha256. (None, None) when the plan has no template (text data)."""
-    expected = run.lock["inputs"]["chat_template"]["sha256"]
+    expected = run.lock.inputs.chat_template.sha256
     if expected == sha256_bytes(b""):
         return None, None
     candidates = [
         run.final / CHAT_TEMPLATE_NAME,
-        run.root / "build" / run.name / CHAT_TEMPLATE_NAME,
+        build_dir(run.name, run.root) / CHAT_TEMPLATE_NAME,
     ]
     for path in candidates:
         if path.is_file() and sha256_bytes(path.read_bytes()) == expected:
@@ -176,7 +178,7 @@ def load_tokenizer(run: RunFolder):
 
     if (run.final / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(
-            str(run.final), trust_remote_code=run.lock["model"]["trust_remote_code"]
+            str(run.final), trust_remote_code=run.lock.model.trust_remote_code
         )
     else:
         where, args = base_location(run)
@@ -203,7 +205,7 @@ def _load_dense(where: str, dtype, args: dict[str, Any]):
 
 
 def _attn(run: RunFolder) -> dict[str, Any]:
-    attn = run.lock["model"]["attn_implementation"]
+    attn = run.lock.model.attn_implementation
     return {} if attn == "auto" else {"attn_implementation": attn}
 
 
@@ -227,11 +229,11 @@ def load_quantized_base(run: RunFolder, place: Placement):
                 str(dense)
             )
         where, args = str(dense), {"use_safetensors": True}
-    method = run.lock["method"]
+    method = run.lock.method
     config = BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=method["bnb_4bit_quant_type"],
-        bnb_4bit_use_double_quant=method["bnb_4bit_use_double_quant"],
+        bnb_4bit_quant_type=method.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=method.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=place.compute_dtype,
     )
     model = AutoModelForCausalLM.from_pretrained(
@@ -289,7 +291,7 @@ def load_tuned(run: RunFolder, place: Placement, base=None):
     if not run.adapter:
         from transformers import AutoModelForCausalLM
 
-        trust = run.lock["model"]["trust_remote_code"]
+        trust = run.lock.model.trust_remote_code
         model = AutoModelForCausalLM.from_pretrained(
             str(run.final),
             dtype=place.dtype,

@@ -1,66 +1,419 @@
-"""The run folder's record, run.json: what ran, on what, how it ended, and what was verified afterwards.
+"""The run folder: its layout, its typed records, and which run a spec means.
 
-A run folder (runs/<name>/<run-id>/) holds:
-  ftc.lock.json   a copy of the plan that ran (the run is self-describing even after the build changes)
-  run.json        this record: written when the run starts, updated when each session ends and by `ftc merge`
-  events.jsonl    what the training script reported, one JSON object per line (logs, checkpoints, end)
-  train.log       everything the script printed
-  checkpoints/    sealed checkpoints (checkpoint-N/ftc-checkpoint.json marks a complete one)
-  logs/           TensorBoard (or other trackers') logs
-  final/          the adapter or the full model, with the tokenizer and the locked chat template
-  merged/         after `ftc merge`: the merged model, ready for vLLM
-  samples.json    base versus tuned answers to a few held-out prompts, written at the end of `ftc run`
-  eval.json       after `ftc eval`: metrics base versus tuned, lm-eval, gates, diagnosis, every answer
-  eval-endpoint.json  after `ftc eval --endpoint URL`: the same, with the tuned side as the server answers
-  eval/lm_eval/   the local lm-eval task `ftc eval` writes from the held-out split
-  report.html     after `ftc report`: one self-contained page with plots
-  serve.log       what vLLM printed under `ftc serve` (the parity results are in run.json under "serve", one per mode)
+A run folder (runs/<name>/<run-id>/) holds, each name defined here once:
+  ftc.lock.json   LOCK: a copy of the plan that ran (the run is self-describing even after the build changes)
+  run.json        RUN_RECORD (`RunRecord`): written when the run starts, updated when each session ends, by
+                  `ftc merge` ("merge": `MergeCheck`) and by `ftc serve` ("serve": `Serving`, one
+                  `ParityCheck` per mode)
+  events.jsonl    EVENTS: what the training script reported, one JSON object per line (logs, checkpoints, end)
+  train.log       TRAIN_LOG: everything the script printed
+  checkpoints/    CHECKPOINTS: sealed checkpoints (checkpoint-N/ftc-checkpoint.json marks a complete one)
+  logs/           LOGS: TensorBoard (or other trackers') logs
+  final/          FINAL: the adapter or the full model, with the tokenizer and the locked chat template
+                  (CHAT_TEMPLATE_NAME, the compiler's)
+  base-dequantized/        DEQUANTIZED_BASE: a GGUF base unpacked to dense weights (QLoRA on a GGUF base)
+  merged/         MERGED: after `ftc merge`, the merged model, ready for vLLM; a merge that failed verification
+                  is kept as merged.rejected/ (MERGE_REJECTED) and built in .merged.tmp-<pid>/ (MERGE_TMP_PREFIX)
+  base-qlora-dequantized/  QLORA_BASE: `ftc serve --adapter` of a QLoRA run, the 4-bit base dequantized for vLLM
+  samples.json    SAMPLES: base versus tuned answers to a few held-out prompts, written at the end of `ftc run`
+  eval.json       EVAL (`EvalRecord`): after `ftc eval`, metrics base versus tuned, lm-eval, gates, diagnosis,
+                  every answer
+  eval-endpoint.json  EVAL_ENDPOINT (`EvalRecord`): after `ftc eval --endpoint URL`, the same, with the tuned
+                  side as the server answers
+  eval/lm_eval/   LM_EVAL_TASK: the local lm-eval task `ftc eval` writes from the held-out split
+  report.html     REPORT: after `ftc report`, one self-contained page with plots
+  serve.log       SERVE_LOG: what vLLM printed under `ftc serve`
+
+Run folders live under <root>/runs/<name>/ (`runs_folder`); `newest_run` finds a spec's newest one through
+the spec loader. The generated scripts write some of these names themselves (events.jsonl, final/,
+checkpoints/): they run without ftc, so templates/run_support.py keeps its own literals.
+
+The records are frozen pydantic models that refuse unknown keys. Every field a newer ftc added is optional,
+so that a run folder written by an older ftc still reads, and a record is written back with the keys it was
+given only (`exclude_unset`): the JSON on disk keeps its shape.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ftc.compiler.build.lock import LOCK_NAME, read_lock, write_atomic
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME  # final/ and merged/ hold the locked template under it
+from ftc.compiler.build.lock import LOCK_NAME, LockError, read_lock, write_atomic
+from ftc.compiler.plan.model import Lock
+from ftc.compiler.diagnostics import errors
+from ftc.compiler.spec.validate import parse
+
+# ---- the layout -----------------------------------------------------------------------------------------
+
+RUNS = "runs"  # <root>/runs/<name>/<run-id>/
+LOCK = LOCK_NAME
 RUN_RECORD = "run.json"
 EVENTS = "events.jsonl"
+TRAIN_LOG = "train.log"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+FINAL = "final"
+DEQUANTIZED_BASE = "base-dequantized"
+MERGED = "merged"
+MERGE_REJECTED = "merged.rejected"
+MERGE_TMP_PREFIX = ".merged.tmp-"
+QLORA_BASE = "base-qlora-dequantized"
+SAMPLES = "samples.json"
+EVAL = "eval.json"
+EVAL_ENDPOINT = "eval-endpoint.json"
+LM_EVAL_TASK = Path("eval") / "lm_eval"
+REPORT = "report.html"
+SERVE_LOG = "serve.log"
+NAMES = (
+    LOCK, RUN_RECORD, EVENTS, TRAIN_LOG, CHECKPOINTS, LOGS, FINAL, CHAT_TEMPLATE_NAME, DEQUANTIZED_BASE, MERGED,
+    MERGE_REJECTED, QLORA_BASE, SAMPLES, EVAL, EVAL_ENDPOINT, str(LM_EVAL_TASK), REPORT, SERVE_LOG,
+)  # every name above, each distinct
+
+RECORD_FORMAT = 1  # run.json
+EVAL_FORMAT = 1  # eval.json and eval-endpoint.json
 
 
 class RunFolderError(Exception):
     """A run folder is missing or incomplete; the message says what to do."""
 
 
-def read_record(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / RUN_RECORD
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} is not a run folder: it has no {RUN_RECORD} (runs are made by `ftc run`)")
+# ---- the records ----------------------------------------------------------------------------------------
+
+
+class RecordModel(BaseModel):
+    """The base of every record: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON, with the keys it was given only (a default is not written)."""
+        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+
+
+R = TypeVar("R", bound=RecordModel)
+
+
+def updated(record: R, *, drop: tuple[str, ...] = (), **fields: Any) -> R:
+    """A copy of `record` with `fields` replaced and the keys in `drop` left out, validated again."""
+    kept = {key: value for key, value in record.to_json().items() if key not in drop}
+    return type(record).model_validate({**kept, **fields})
+
+
+class Device(RecordModel):
+    kind: str
+    name: str
+    precision: str | None = None
+    count: int | None = None  # cuda
+    threads: int | None = None  # cpu
+
+
+class Session(RecordModel):
+    """One execution of the script: `ftc run`, then each `ftc run --resume`."""
+
+    started: str | None = None
+    resumed: bool | None = None
+    pid: int | None = None
+    ended: str | None = None
+    status: str | None = None
+    exit_code: int | None = None
+    first_step: int | None = None
+    last_step: int | None = None
+    tokens_per_second: float | None = None
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str | None = None
+    resumed_from: str | None = None
+
+
+class Distributed(RecordModel):
+    processes: int | None = None
+    backend: str | None = None
+    mode: str | None = None
+
+
+class MergeTolerance(RecordModel):
+    max_abs_logit_diff: float | None = None
+    mean_abs_logit_diff: float | None = None
+    top1_agreement: float | None = None
+    rule: str | None = None
+
+
+class MergeCheck(RecordModel):
+    """run.json "merge": how `ftc merge` verified merged/ ("verified", "failed" or "not needed")."""
+
+    status: str
+    reason: str | None = None
+    examples: int | None = None
+    positions: int | None = None
+    max_abs_logit_diff: float | None = None
+    mean_abs_logit_diff: float | None = None
+    top1_agreement: float | None = None
+    tolerance: MergeTolerance | None = None
+    dtype: str | None = None
+    path: str | None = None
+
+
+class Divergence(RecordModel):
+    """Where vLLM and transformers first part, in the prompt's tokens or the answer's."""
+
+    source: str | None = None
+    prompt: str | None = None
+    where: str | None = Field(default=None, alias="in")  # "prompt" or "answer"
+    position: int | None = None
+    transformers: str | None = None
+    vllm: str | None = None
+    transformers_ids: tuple[int, ...] | None = None
+    vllm_ids: tuple[int, ...] | None = None
+
+
+class ParityCheck(RecordModel):
+    """run.json "serve" "parity" <mode>: does vLLM answer as transformers does ("passed", "failed", "skipped")."""
+
+    status: str
+    mode: str | None = None
+    model: str | None = None
+    prompts: int | None = None
+    agreeing: int | None = None
+    agreement: float | None = None
+    required: float | None = None
+    first_divergence: Divergence | None = None
+    endpoint: str | None = None
+    served_dtype: str | None = None
+    reference_dtype: str | None = None
+    device: str | None = None
+    max_new_tokens: int | None = None
+    examples_from: str | None = None
+    stop_token_ids: tuple[int, ...] | None = None
+    chat_template_sha256: str | None = None
+    vllm: str | None = None
+    transformers: str | None = None
+    reason: str | None = None  # why it was skipped
+    checked: str | None = None
+    results: tuple[dict[str, Any], ...] | None = None  # per prompt: agree, and the divergence
+
+
+class Serving(RecordModel):
+    """run.json "serve": the parity check of each mode `ftc serve` ran ("merged", "adapter")."""
+
+    parity: dict[str, ParityCheck] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_check(cls, data: Any) -> Any:
+        # an older ftc kept a single check, which names its mode
+        parity = data.get("parity") if isinstance(data, dict) else None
+        if isinstance(parity, dict) and "status" in parity:
+            return {**data, "parity": {parity.get("mode") or MERGED: parity}}
+        return data
+
+
+class RunRecord(RecordModel):
+    """run.json. Written when a session starts (the identity, `status` "running"), completed when it ends."""
+
+    format_version: int | None = None
+    project: str | None = None
+    run_id: str | None = None
+    root: str | None = None  # the project root the lock's paths are relative to
+    build: str | None = None
+    spec: str | None = None
+    plan_sha256: str | None = None
+    max_steps: int | None = None
+    started: str | None = None
+    sessions: tuple[Session, ...] = ()
+    status: str | None = None  # "running", "completed", "interrupted", "out_of_memory", "disk_full", "failed", "crashed (...)"
+    ftc_version: str | None = None
+    packages: dict[str, str | None] = Field(default_factory=dict)
+    version_drift: tuple[str, ...] = ()
+    device: Device | None = None
+    pid: int | None = None  # ftc's own process while a session runs
+    exit_code: int | None = None
+    ended: str | None = None
+    step: int | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    tokens_per_second: float | None = None
+    peak_memory_bytes: int | None = None
+    peak_memory_gib: float | None = None
+    peak_memory_kind: str | None = None
+    last_checkpoint: str | None = None
+    best_checkpoint: str | None = None
+    final: str | None = None
+    early_stopped: bool | None = None
+    distributed: Distributed | None = None
+    merge: MergeCheck | None = None
+    serve: Serving | None = None
+
+    def project_root(self, run_dir: Path) -> Path:
+        """The project root: run.json names it; else the folder above runs/<name>/<run-id>/."""
+        return Path(self.root) if self.root else run_dir.resolve().parents[2]
+
+    @property
+    def parity(self) -> dict[str, ParityCheck]:
+        return dict(sorted(self.serve.parity.items())) if self.serve else {}
+
+
+class HeldOutSource(RecordModel):
+    source: str | None = None  # "validation", "split" or "train"
+    path: str | None = None
+    max_examples: int | None = None
+
+
+class EvalModels(RecordModel):
+    base: str | None = None  # None: not evaluated (compare_base = false)
+    tuned: str | None = None
+
+
+class Decoding(RecordModel):
+    do_sample: bool | None = None
+    max_new_tokens: int | None = None
+    stop_token_ids: tuple[int, ...] | None = None
+    stop_strings: tuple[str, ...] | None = None
+    chat_template_sha256: str | None = None
+    batch_size: int | None = None
+    padding_side: str | None = None
+
+
+class GateResult(RecordModel):
+    gate: str
+    holds: bool
+    left: float | None = None
+    right: float | None = None
+    error: str | None = None  # the gate could not be checked, and why
+
+
+class Finding(RecordModel):
+    finding: str
+    evidence: str = ""
+    remedy: str = ""
+
+
+class NotChecked(RecordModel):
+    finding: str
+    reason: str = ""
+
+
+class EvalAnswer(RecordModel):
+    source: str | None = None
+    prompt: str | None = None
+    reference: str | None = None
+    base: str | None = None  # None: not generated
+    tuned: str | None = None
+    base_tokens: int | None = None
+    tuned_tokens: int | None = None
+
+
+class EvalRecord(RecordModel):
+    """eval.json (and eval-endpoint.json); its shape is documented in README.md ("Evaluating a run").
+    Metric rows, lm-eval results and the endpoint's facts stay mappings: their keys are the metrics' and
+    the tasks' own."""
+
+    format_version: int
+    run: str | None = None
+    plan_hash: str | None = None
+    examples: int | None = None
+    held_out: HeldOutSource = Field(default_factory=HeldOutSource)
+    models: EvalModels = Field(default_factory=EvalModels)
+    endpoint: dict[str, Any] | None = None
+    decoding: Decoding = Field(default_factory=Decoding)
+    metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    json_schema: dict[str, Any] | None = None
+    label_field: str | None = None
+    versions: dict[str, str | None] = Field(default_factory=dict)
+    lm_eval: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    gates: tuple[GateResult, ...] = ()
+    notes: tuple[str, ...] = ()
+    diagnosis: tuple[Finding, ...] = ()
+    not_checked: tuple[NotChecked, ...] = ()
+    answers: tuple[EvalAnswer, ...] = ()
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def gates_hold(self) -> bool:
+        return all(g.holds for g in self.gates)
+
+
+# ---- reading and writing --------------------------------------------------------------------------------
+
+
+def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise RunFolderError(f"{path} is not valid JSON ({exc}); it was edited or cut short") from exc
+        raise RunFolderError(f"{path} is not valid JSON ({exc}); {what}") from exc
 
 
-def write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    write_atomic(run_dir / RUN_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+def _invalid(path: Path, exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the top level"
+    return f"{path} does not read as this ftc's record: {where}: {first['msg']} ({exc.error_count()} problem(s))"
 
 
-def update_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
-    """Merge top-level fields into run.json (atomically) and return the new record."""
-    record = read_record(run_dir)
-    record.update(fields)
+def read_record(run_dir: Path) -> RunRecord:
+    path = run_dir / RUN_RECORD
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} is not a run folder: it has no {RUN_RECORD} (runs are made by `ftc run`)")
+    data = _read_json(path, "it was edited or cut short")
+    try:
+        return RunRecord.model_validate(data)
+    except ValidationError as exc:
+        raise RunFolderError(_invalid(path, exc)) from exc
+
+
+def write_record(run_dir: Path, record: RunRecord) -> None:
+    write_atomic(run_dir / RUN_RECORD, json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def update_record(run_dir: Path, **fields: Any) -> RunRecord:
+    """Replace top-level fields of run.json (atomically) and return the new record."""
+    record = updated(read_record(run_dir), **fields)
     write_record(run_dir, record)
     return record
 
 
-def run_lock(run_dir: Path) -> dict[str, Any]:
-    """The plan this run executed (the copy taken when it started)."""
-    path = run_dir / LOCK_NAME
+def record_parity(run_dir: Path, check: ParityCheck) -> RunRecord:
+    """Keep `check` as the parity result of its mode; the other mode's result stays."""
+    record = read_record(run_dir)
+    parity = {**(record.serve.parity if record.serve else {}), check.mode or MERGED: check}
+    return update_record(run_dir, serve=Serving(parity=parity))
+
+
+def read_evaluation(run_dir: Path, name: str = EVAL) -> EvalRecord | None:
+    """eval.json (or eval-endpoint.json); None when there is none. Raises RunFolderError when it is unreadable
+    or of another format."""
+    path = run_dir / name
     if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no {LOCK_NAME}; it was not made by `ftc run`")
-    return read_lock(path)
+        return None
+    data = _read_json(path, "it was edited or cut short")
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version != EVAL_FORMAT:
+        raise RunFolderError(f"{name} has format_version {version!r}; this ftc reads version {EVAL_FORMAT}")
+    try:
+        return EvalRecord.model_validate(data)
+    except ValidationError as exc:
+        raise RunFolderError(_invalid(path, exc)) from exc
+
+
+def write_evaluation(run_dir: Path, evaluation: EvalRecord, name: str = EVAL) -> Path:
+    path = run_dir / name
+    write_atomic(path, json.dumps(evaluation.to_json(), indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def run_lock(run_dir: Path) -> Lock:
+    """The plan this run executed (the copy taken when it started), typed."""
+    path = run_dir / LOCK
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} has no {LOCK}; it was not made by `ftc run`")
+    try:
+        return read_lock(path)
+    except LockError as exc:
+        raise RunFolderError(
+            f"{run_dir}: this ftc cannot read the plan the run executed ({str(exc).removeprefix(f'{path}: ')}); "
+            "read the run with the ftc version that made it, or compile its spec and run it again"
+        ) from None
 
 
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
@@ -75,3 +428,57 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return events
+
+
+# ---- which run ------------------------------------------------------------------------------------------
+
+
+def is_run(path: Path) -> bool:
+    return (path / RUN_RECORD).is_file()
+
+
+def runs_folder(root: Path, name: str) -> Path:
+    """Where `ftc run` places the runs of project `name`."""
+    return root / RUNS / name
+
+
+def run_folders(root: Path, name: str) -> list[Path]:
+    """The run folders of project `name`, oldest first (run ids are UTC timestamps)."""
+    folder = runs_folder(root, name)
+    return sorted(p for p in folder.iterdir() if is_run(p)) if folder.is_dir() else []
+
+
+def _status(run_dir: Path) -> str | None:
+    try:
+        return read_record(run_dir).status
+    except RunFolderError:
+        return None
+
+
+def project_name(spec: Path) -> str:
+    """The project name of the spec at `spec`, read through the spec loader."""
+    try:
+        loaded, diagnostics = parse(spec)
+    except OSError as exc:
+        raise RunFolderError(f"{spec} cannot be read ({exc})") from exc
+    if loaded is None:
+        found = "; ".join(d.headline() for d in errors(diagnostics)) or "it does not validate"
+        raise RunFolderError(f"{spec} is neither a run folder nor a valid spec: {found}")
+    return loaded.spec.project.name
+
+
+def newest_run(spec: Path, root: Path | None = None, *, completed: bool = True) -> Path:
+    """The newest run of a spec under <root>/runs/<project name>/ (root: the working folder, as `ftc run SPEC`
+    places runs); with `completed`, the newest that completed."""
+    name = project_name(spec)
+    folder = runs_folder(root or Path.cwd(), name)
+    runs = run_folders(root or Path.cwd(), name)
+    if not completed:
+        if not runs:
+            raise RunFolderError(f"there is no run of {name} in {folder}; start one with `ftc run {spec}`")
+        return runs[-1]
+    done = [p for p in runs if _status(p) == "completed"]
+    if not done:
+        seen = f" ({len(runs)} run(s) there, none completed)" if runs else ""
+        raise RunFolderError(f"no completed run of {name} in {folder}{seen}; train one with `ftc run {spec}`")
+    return done[-1]

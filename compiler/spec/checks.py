@@ -12,15 +12,13 @@ from ftc.compiler.data.read import SUFFIXES, Format, survey
 from ftc.compiler.diagnostics import Diagnostic
 from ftc.compiler.spec.gates import GRAMMAR, parse_gate
 from ftc.compiler.plan.inputs import InputError, hub_cache_has, package_file
-from ftc.compiler.spec import Dpo, Lora, Qlora
+from ftc.compiler.methods import METHODS
 from ftc.compiler.spec.hardware import GPU_TYPES
 from ftc.compiler.spec.validate import LoadedSpec, display_path, parse
 
-LR_RANGES = {"full": (1e-6, 5e-5), "lora": (1e-4, 3e-4), "qlora": (2e-4, 5e-4)}
 FEW_EXAMPLES, SOME_EXAMPLES = 50, 500
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SFT_KINDS = ("full", "lora", "qlora")
 
 
 @dataclass(frozen=True)
@@ -85,32 +83,10 @@ def _check_model(loaded: LoadedSpec) -> Iterator[Diagnostic]:
 
 
 def _check_method(loaded: LoadedSpec) -> Iterator[Diagnostic]:
-    spec = loaded.spec
-    method = spec.method
-    if isinstance(method, Dpo):
-        if method.adapter == "none":
-            lora_keys = sorted(set(method.model_fields_set) & set(Lora.model_fields) - {"kind"})
-            for key in lora_keys:
-                yield loaded.diag(f"method.{key}", f"{key} has no effect with adapter = \"none\"", 'remove it, or set adapter = "lora"', value=False)
-        if method.reference != "base" and method.adapter == "lora":
-            yield loaded.diag("method.reference", "with a LoRA adapter the reference is the base model with the adapter off", 'remove reference, or set adapter = "none" to train full weights against it')
-        elif method.reference != "base" and not loaded.resolve(method.reference).exists():
-            yield loaded.diag("method.reference", f"reference model not found: {method.reference}", "use 'base' or a local model folder relative to the spec")
-        if spec.data.packing:
-            yield loaded.diag("data.packing", "packing is not available for DPO", "remove data.packing, or set it to false")
-    if isinstance(method, Qlora):
-        if spec.hardware.strategy == "deepspeed_zero3":
-            yield loaded.diag("hardware.strategy", "QLoRA cannot shard 4-bit weights with DeepSpeed ZeRO-3", 'use strategy = "fsdp" or "ddp", or kind = "lora"')
-        if spec.hardware.accelerator == "cpu" and method.bnb_4bit_compute_dtype == "float16":
-            yield loaded.diag("method.bnb_4bit_compute_dtype", "bitsandbytes' CPU 4-bit kernels do not compute in float16", 'use "float32" or "bfloat16" (or "auto")')
-    if isinstance(method, (Lora, Qlora, Dpo)) and method.lora_alpha / method.r > 16 and not method.use_rslora:
-        yield loaded.diag(
-            "method.lora_alpha",
-            f"lora_alpha / r = {method.lora_alpha / method.r:g} is unusually large",
-            "a scale of 1-2 is usual (lora_alpha = r or 2 x r)",
-            severity="warning",
-            near=("method.r",),
-        )
+    """The checks the method declares for itself (ftc.compiler.methods)."""
+    checks = METHODS[loaded.spec.method.kind].checks
+    if checks is not None:
+        yield from checks(loaded)
 
 
 def _devices(loaded: LoadedSpec) -> int:
@@ -150,8 +126,9 @@ def _check_training(loaded: LoadedSpec) -> Iterator[Diagnostic]:
         )
     kind = spec.method.kind
     lr = t.learning_rate
-    if lr is not None and kind in LR_RANGES:
-        low, high = LR_RANGES[kind]
+    usual = METHODS[kind].learning_rate_range
+    if lr is not None and usual is not None:
+        low, high = usual
         if not low <= lr <= high:
             yield loaded.diag(
                 "training.learning_rate",
@@ -300,11 +277,13 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
     if d.system_prompt is not None and d.convert_to is None:
         diags.append(loaded.diag("data.system_prompt", "system_prompt is used only when completion data is converted to chat", 'set convert_to = "chat", or remove system_prompt (chat data carries its own system turns)'))
     kind = spec.method.kind
-    if fmt == "preference" and kind in SFT_KINDS:
-        diags.append(loaded.diag("method.kind", f"the data is preference pairs, but kind = {kind!r} trains on demonstrations", 'use kind = "dpo", or chat / prompt-completion data'))
-    if kind == "dpo" and fmt not in (None, "preference"):
-        diags.append(loaded.diag("data.train", f"DPO needs preference data (prompt, chosen, rejected), but {d.train} holds {fmt} data", "give records with prompt, chosen and rejected"))
-    if d.train_on == "completions" and fmt == "text" and kind in SFT_KINDS:
+    on_demonstrations = METHODS[kind].trains_on == "demonstrations"
+    if fmt == "preference" and on_demonstrations:
+        preference_kinds = " or ".join(f'kind = "{m.kind}"' for m in METHODS.values() if m.trains_on == "preferences")
+        diags.append(loaded.diag("method.kind", f"the data is preference pairs, but kind = {kind!r} trains on demonstrations", f"use {preference_kinds}, or chat / prompt-completion data"))
+    if not on_demonstrations and fmt not in (None, "preference"):
+        diags.append(loaded.diag("data.train", f"{kind.upper()} needs preference data (prompt, chosen, rejected), but {d.train} holds {fmt} data", "give records with prompt, chosen and rejected"))
+    if d.train_on == "completions" and fmt == "text" and on_demonstrations:
         diags.append(loaded.diag("data.train_on", "plain text has no completions to train on", 'set train_on = "all", or use chat or prompt/completion data'))
     n_val = found.get("validation", (None, None))[1]
     if d.validation_split is not None:

@@ -1,5 +1,5 @@
 """[hardware]: where the run executes. Compile checks that the plan fits the GPU described here
-(compiler/hardware.py); the machine itself is checked just before running."""
+(compiler/plan/hardware.py); the machine itself is checked just before running."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from ftc.compiler.plan.gpus import GPUS
-from ftc.compiler.spec.base import SpecModel
+from ftc.compiler.schema import SpecModel
 
 GPU_TYPES = tuple(GPUS)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ftc.compiler.spec.base import SpecModel
+from ftc.compiler.schema import SpecModel
 
 
 class Project(SpecModel):

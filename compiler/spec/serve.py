@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ftc.compiler.spec.base import SpecModel, env_var_name
+from ftc.compiler.schema import SpecModel, env_var_name
 
 
 class Serve(SpecModel):

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ftc.compiler.spec.base import SpecModel
+from ftc.compiler.schema import SpecModel
 
 OPTIMIZERS = (
     "auto",

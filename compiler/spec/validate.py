@@ -20,7 +20,8 @@ import pydantic
 from ftc.compiler.diagnostics import Diagnostic, did_you_mean, one_of
 from ftc.compiler.spec.source import Path as KeyPath
 from ftc.compiler.spec.source import SourceMap, map_source
-from ftc.compiler.spec import METHOD_KINDS, Dpo, Full, Lora, Qlora, Spec
+from ftc.compiler.methods import METHOD_KINDS, METHODS
+from ftc.compiler.spec import Spec
 
 _SYNTAX_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd)$", re.IGNORECASE)
@@ -94,9 +95,10 @@ def _model_at(path: KeyPath, raw: dict[str, Any]) -> type[pydantic.BaseModel] | 
         annotation = model.model_fields[part].annotation
         if path[: i + 1] == ("method",):
             kind = raw.get("method", {}).get("kind") if isinstance(raw.get("method"), dict) else None
-            model = {"full": Full, "lora": Lora, "qlora": Qlora, "dpo": Dpo}.get(kind)  # type: ignore[assignment]
-            if model is None:
+            method = METHODS.get(kind) if isinstance(kind, str) else None
+            if method is None:
                 return None
+            model = method.spec
             continue
         candidates = [a for a in typing.get_args(annotation) or (annotation,) if isinstance(a, type)]
         sub = next((a for a in candidates if issubclass(a, pydantic.BaseModel)), None)
@@ -112,8 +114,9 @@ def _all_table_fields() -> dict[str, str]:
     for table, info in Spec.model_fields.items():
         model = info.annotation
         if table == "method":
-            for name in list(Qlora.model_fields) + list(Dpo.model_fields):
-                owners.setdefault(name, "method")
+            for method in METHODS.values():
+                for name in method.spec.model_fields:
+                    owners.setdefault(name, "method")
             continue
         if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
             for name in model.model_fields:
@@ -131,13 +134,9 @@ def _unknown_key_hint(path: KeyPath, raw: dict[str, Any]) -> str | None:
             'e.g. `api_key_env = "MY_API_KEY"` in [serve] or `token_env = "HF_TOKEN"` in [model]'
         )
     if parent == ("method",) and model is not None:
-        kind = raw["method"].get("kind")
-        if name in Qlora.model_fields and name not in Lora.model_fields and kind != "qlora":
-            return f'"{name}" configures 4-bit quantization; set kind = "qlora" to use it'
-        if name in Lora.model_fields and kind == "full":
-            return f'"{name}" is a LoRA setting; full fine-tuning has none (use kind = "lora")'
-        if name in Dpo.model_fields and kind != "dpo":
-            return f'"{name}" is a DPO setting; set kind = "dpo" to use it'
+        owner = next((m for m in METHODS.values() if name in m.spec.model_fields), None)
+        if owner is not None:
+            return f'"{name}" is {owner.key_words}; set kind = "{owner.kind}" to use it'
     if model is not None:
         hint = did_you_mean(name, model.model_fields)
         if hint:

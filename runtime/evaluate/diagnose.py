@@ -31,6 +31,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ftc.compiler.methods import METHODS
+
 OVERFIT_RISE = 0.02
 OVERFIT_RISE_ABS = 0.01
 UNDERFIT_LOSS = 1.0
@@ -281,8 +283,8 @@ def diagnose(
             findings.append(f)
     else:
         skip("overfitting", f"validation loss was logged at {len(val)} step(s); a turn needs two or more (set training.eval_steps)")
-    if method_kind == "dpo":
-        skip("underfitting", "a DPO loss is not a per-token likelihood, so no loss level means 'high'")
+    if not METHODS[method_kind].token_loss:
+        skip("underfitting", f"a {method_kind.upper()} loss is not a per-token likelihood, so no loss level means 'high'")
     elif not train:
         skip("underfitting", "no training loss was logged")
     elif f := underfitting(train, val):

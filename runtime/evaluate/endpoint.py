@@ -24,8 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ftc.runtime.serve.parity import cut_at_stop
-from ftc.runtime.evaluate.samples import Answer, Prompt
+from ftc.runtime.generate import Answer, Prompt, cut_at_stop, prompt_ids
 
 TIMEOUT = 600  # seconds per request: a CPU server answers a long prompt slowly
 CONCURRENCY = 8  # requests in flight: vLLM batches them
@@ -110,7 +109,7 @@ def room(endpoint: Endpoint, prompt_tokens: int, max_new_tokens: int) -> int:
 
 
 def _ask(endpoint: Endpoint, prompt: Prompt, stop_ids: Sequence[int], max_new_tokens: int, tokenizer) -> tuple[Answer, list[int] | None]:
-    budget = room(endpoint, len(tokenizer(prompt.text, add_special_tokens=False)["input_ids"]), max_new_tokens)
+    budget = room(endpoint, len(prompt_ids(tokenizer, prompt.text)), max_new_tokens)
     if budget < 1:
         raise EndpointError(
             f"the prompt {prompt.shown[:60]!r} fills the server's max_model_len ({endpoint.served.get('max_model_len')}) "
@@ -126,18 +125,18 @@ def _ask(endpoint: Endpoint, prompt: Prompt, stop_ids: Sequence[int], max_new_to
     if prompt.messages is not None:
         reply = _request(f"{endpoint.base_url}/v1/chat/completions", endpoint.key, {**body, "messages": prompt.messages})
         choice = reply["choices"][0]
-        text, prompt_ids = choice["message"].get("content") or "", reply.get("prompt_token_ids")
+        text, served_ids = choice["message"].get("content") or "", reply.get("prompt_token_ids")
     else:
         reply = _request(f"{endpoint.base_url}/v1/completions", endpoint.key, {**body, "prompt": prompt.text, "add_special_tokens": False})
         choice = reply["choices"][0]
-        text, prompt_ids = choice.get("text") or "", choice.get("prompt_token_ids")
+        text, served_ids = choice.get("text") or "", choice.get("prompt_token_ids")
     ids = choice.get("token_ids")
     if ids is not None:
         kept, cut = cut_at_stop(list(ids), list(stop_ids))
-        return Answer(tokenizer.decode(kept, skip_special_tokens=True), len(kept), cut), prompt_ids
+        return Answer(tokenizer.decode(kept, skip_special_tokens=True), len(kept), cut), served_ids
     # an endpoint without token ids: its text, measured with the run's tokenizer
     tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return Answer(text, tokens, choice.get("finish_reason") == "stop"), prompt_ids
+    return Answer(text, tokens, choice.get("finish_reason") == "stop"), served_ids
 
 
 def endpoint_answers(
@@ -159,7 +158,7 @@ def endpoint_answers(
     for prompt, (_, ids) in zip(prompts, results, strict=True):
         if ids is None:
             continue
-        ours = tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+        ours = prompt_ids(tokenizer, prompt.text)
         capped += room(endpoint, len(ours), max_new_tokens) < max_new_tokens
         if list(ids) == ours:
             matches += 1

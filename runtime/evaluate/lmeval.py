@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftc.runtime.generate import BATCH_SIZE  # lm-eval's batches are ftc's own generation's
+from ftc.runtime.runfolder import LM_EVAL_TASK
+
 HELDOUT_TASK = "ftc_heldout"
-FOLDER = Path("eval") / "lm_eval"
-BATCH_SIZE = 16  # as ftc's own generation (runtime/evaluate.py)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def write_heldout_task(
     resolves data files against the working folder, not the YAML's."""
     import yaml
 
-    folder = run_dir / FOLDER
+    folder = run_dir / LM_EVAL_TASK
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "heldout.jsonl"
     data.write_text(
@@ -190,7 +191,7 @@ def score(model, tokenizer, manager, tasks: Sequence[str], limit: int | None) ->
 
 
 def score_endpoint(endpoint, tokenizer, stop_ids: Sequence[int], manager, tasks: Sequence[str], limit: int | None) -> dict[str, dict[str, Any]]:
-    """lm-eval's scores of a served model (runtime/endpoint.py's Endpoint), through lm-eval's own
+    """lm-eval's scores of a served model (runtime/evaluate/endpoint.py's Endpoint), through lm-eval's own
     local-completions backend: each prompt, rendered as ftc renders it, goes as a string to /v1/completions.
     Two vLLM request options make it the same measurement as the local one: the prompt gets no extra special
     tokens, and generation stops at the locked stop ids. The answer is decoded here from the returned token ids
@@ -199,7 +200,7 @@ def score_endpoint(endpoint, tokenizer, stop_ids: Sequence[int], manager, tasks:
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
     from ftc.runtime.evaluate.endpoint import room
-    from ftc.runtime.serve.parity import cut_at_stop
+    from ftc.runtime.generate import cut_at_stop
 
     class _Completions(LocalCompletionsAPI):
         def _create_payload(self, messages, generate=False, gen_kwargs=None, seed=1234, eos=None, **kwargs):

@@ -5,7 +5,7 @@ RUN/samples.json. The prompt is what the model saw before the answer it was trai
 conversation up to its last assistant turn, for completion and preference data the prompt. The reference is
 that last assistant turn, the completion, or the chosen answer. Both models get the prompt through the locked
 chat template with the generation prompt (a plain-string prompt goes in as it is, as it did in training),
-decode greedily, and stop at the EOS or the template's end-of-turn token.
+decode greedily, and stop at the EOS or the template's end-of-turn token (runtime/generate.py).
 
 The base answers come from the weights the run trained against (for QLoRA: its 4-bit base, dequantized); the
 tuned answers from the same weights with the adapter merged in memory (what `ftc merge` writes and verifies),
@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ftc.compiler.build.lock import write_atomic
 
+from ftc.runtime.generate import generate_answers, prompt_of, stop_token_ids
 from ftc.runtime.heldout import held_out
-from ftc.runtime.merge import stop_token_ids
 from ftc.runtime.models import (
     RunFolder,
     attach_adapter,
@@ -35,121 +32,12 @@ from ftc.runtime.models import (
     open_run,
     placement,
 )
+from ftc.runtime.runfolder import SAMPLES
 
-SAMPLES = "samples.json"
 DEFAULT_MAX_NEW_TOKENS = 128  # room for a whole answer of the quickstart task (about 60 tokens)
 SHOWN_CHARS = 400  # per text in the terminal; samples.json keeps everything
 SHOWN_LINES = 8
 SIDE_BY_SIDE_WIDTH = 110  # narrower terminals get the answers one under another
-BATCH_SIZE = 16  # prompts generated together (left-padded); see generate_answers
-
-
-@dataclass(frozen=True)
-class Prompt:
-    shown: (
-        str  # what a reader sees: the last turn before the answer, or the prompt string
-    )
-    text: str  # what the models are given: the rendered conversation with the generation prompt
-    reference: str
-    messages: list[dict[str, Any]] | None = None  # what a chat client sends; None: the prompt is a plain string
-
-
-def _content(value: Any) -> str:
-    """A string, or the content of the last message of a list of messages."""
-    if isinstance(value, str):
-        return value
-    return value[-1]["content"] if value else ""
-
-
-def _render(
-    tokenizer, chat_template: str | None, messages: list[dict[str, Any]]
-) -> str:
-    return tokenizer.apply_chat_template(
-        messages,
-        chat_template=chat_template,
-        add_generation_prompt=True,
-        tokenize=False,
-    )
-
-
-def prompt_of(
-    value: dict[str, Any], data_format: str, tokenizer, chat_template: str | None
-) -> Prompt | None:
-    """The prompt and reference answer of one record; None when it has no answer to compare against."""
-    if data_format == "chat":
-        messages = value["messages"]
-        last = max(
-            (i for i, m in enumerate(messages) if m["role"] == "assistant"),
-            default=None,
-        )
-        if not last:  # no assistant turn, or nothing before it
-            return None
-        return Prompt(
-            _content(messages[:last]),
-            _render(tokenizer, chat_template, messages[:last]),
-            messages[last]["content"],
-            messages[:last],
-        )
-    if data_format in ("completion", "preference"):
-        prompt = value["prompt"]
-        answer = value["completion" if data_format == "completion" else "chosen"]
-        text = (
-            prompt
-            if isinstance(prompt, str)
-            else _render(tokenizer, chat_template, prompt)
-        )
-        return Prompt(_content(prompt), text, _content(answer), None if isinstance(prompt, str) else prompt)
-    return None
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    tokens: int  # generated tokens before the stop token (all of them when it never came)
-    stopped: bool  # False: it ran to max_new_tokens
-
-
-def generate_answers(
-    model,
-    tokenizer,
-    texts: list[str],
-    stop_ids: list[int],
-    max_new_tokens: int,
-    batch_size: int = BATCH_SIZE,
-    done: Callable[[int], None] = lambda n: None,
-) -> list[Answer]:
-    """Greedy answers to already rendered prompts, in batches of similar length, padded on the left (measured on
-    the quickstart: the same answers, token for token, as one prompt at a time, 3 to 4 times faster on a CPU).
-    Each answer ends before the first stop token; the decoded text leaves out special tokens. `done` hears how
-    many answers are ready after each batch."""
-    import torch
-    from transformers import GenerationConfig
-
-    # Pad on the left: generation continues every prompt from its own last token.
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=stop_ids,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # similar lengths share a batch: less padding
-    answers: dict[int, Answer] = {}
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = tokenizer(
-            [texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(device)
-        with torch.inference_mode():
-            output = model.generate(**batch, generation_config=config)
-        for i, ids in zip(chunk, output[:, batch["input_ids"].shape[1] :].tolist(), strict=True):
-            cut = next((k for k, token in enumerate(ids) if token in stop_ids), None)
-            kept = ids if cut is None else ids[:cut]
-            answers[i] = Answer(tokenizer.decode(kept, skip_special_tokens=True), len(kept), cut is not None)
-        done(len(answers))
-    return [answers[i] for i in range(len(texts))]
 
 
 def _generate(
@@ -187,7 +75,7 @@ def compare_answers(
     run = open_run(run_dir)
     tokenizer = load_tokenizer(run)
     chat_template, _ = locked_chat_template(run)
-    fmt = run.lock["data"]["format"]
+    fmt = run.lock.data.format
     examples = held_out(run, n)
     prompts = []
     for record in examples.records:

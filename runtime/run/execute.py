@@ -1,10 +1,11 @@
 """`ftc run`: execute exactly the plan on disk, watch it, and record how it went.
 
-Pre-flight, before any weights load: the build is compiled again in memory and compared with the one on
-disk (a stale lock or a hand-edited script is refused, naming what changed and what to run); installed
-packages are compared with the lock's pins; the device the plan wants is checked. The generated script
+Pre-flight, before any weights load: the inputs' hashes and the build folder are compared with the lock
+(compiler/build/stale.py; a stale lock, a hand-edited script or a file the lock does not list is refused,
+naming what changed and what to run; only a changed input costs a compile in memory); installed packages
+are compared with the lock's pins; the device the plan wants is checked. The generated script
 then runs as a child process in its own process group, writing into runs/<name>/<run-id>/ (see
-record.py); a plan on several devices runs through launch.sh, whose torchrun starts one worker process
+runtime/runfolder.py); a plan on several devices runs through launch.sh, whose torchrun starts one worker process
 per device. Its events.jsonl drives the progress display, and run.json records the outcome.
 """
 
@@ -24,13 +25,30 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ftc.compiler import __version__
-from ftc.compiler.build.compile import SCRIPT_NAME, Build, package_drift, stale_inputs
-from ftc.compiler.build.lock import LOCK_NAME, plan_hash, read_lock
+from ftc.compiler.build.compile import SCRIPT_NAME, Build
+from ftc.compiler.build.stale import check_hashes, stale_reasons
+from ftc.compiler.build.lock import LOCK_NAME, LockError, plan_hash, read_lock
+from ftc.compiler.plan.model import Lock
 from ftc.compiler.plan.resolve import installed_versions
 
-from ftc.runtime.runfolder import EVENTS, RunFolderError, read_record, write_record
+from ftc.runtime.runfolder import (
+    CHECKPOINTS,
+    EVENTS,
+    FINAL,
+    LOCK,
+    RECORD_FORMAT,
+    TRAIN_LOG,
+    Device,
+    RunFolderError,
+    RunRecord,
+    Session as SessionRecord,
+    newest_run,
+    read_record,
+    runs_folder as project_runs,
+    updated,
+    write_record,
+)
 
-RECORD_FORMAT = 1
 # Exit statuses of the generated scripts (templates/run_support.py) and what they mean.
 SCRIPT_STATUS = {0: "completed", 130: "interrupted", 3: "out_of_memory", 4: "disk_full"}
 
@@ -52,15 +70,23 @@ def locate(target: Path) -> Target:
         if not lock_path.is_file():
             raise RunRefused(f"{target} has no {LOCK_NAME}; give a spec, or compile one into this folder first")
         root = target.resolve().parents[1]  # build/<name>/ lies under the project root
-        return Target(root / read_lock(lock_path)["inputs"]["spec"]["path"], root)
+        try:
+            return Target(root / read_lock(lock_path).inputs.spec.path, root)
+        except LockError as exc:
+            raise RunRefused(f"{exc}; give the spec instead") from None
     return Target(target, Path.cwd())
 
 
-def check_current(build: Build, allow_version_drift: bool = False) -> list[str]:
-    """Refuse a build that differs from its inputs. Returns the package drift that was allowed (for a warning)."""
-    spec = build.lock["inputs"]["spec"]["path"]
-    lock_path = build.directory / LOCK_NAME
-    drift = package_drift(read_lock(lock_path), build.lock) if lock_path.is_file() else []
+def check_current(
+    where: Target, recompile: Callable[[], Build | None], allow_version_drift: bool = False
+) -> tuple[Build, list[str]]:
+    """Refuse a build that differs from its inputs, judged from the hashes the lock records: when they all match,
+    nothing is tokenized. `recompile` compiles the spec in memory (reporting its diagnostics, None when it
+    fails); it is called only when an input changed, to name every consequence. Returns the build on disk and
+    the package drift that was allowed (for a warning)."""
+    found = check_hashes(where.spec, where.root)
+    spec = os.path.relpath(where.spec)
+    drift = found.drift
     if drift and not allow_version_drift:
         listing = "\n".join(f"  - {d}" for d in drift)
         raise RunRefused(
@@ -68,34 +94,35 @@ def check_current(build: Build, allow_version_drift: bool = False) -> list[str]:
             f"install the pinned versions, or run `ftc compile {spec}` to lock these ones, "
             "or pass --allow-version-drift to run anyway (the run records the drift)"
         )
-    reasons = stale_inputs(build, allow_package_drift=allow_version_drift)
+    reasons = stale_reasons(found, recompile, allow_package_drift=allow_version_drift)
     if reasons:
         listing = "\n".join(f"  - {r}" for r in reasons)
-        raise RunRefused(f"the build in {os.path.relpath(build.directory)} does not match its inputs:\n{listing}\nrun `ftc compile {spec}` first")
-    return drift
+        where_built = os.path.relpath(found.directory) if found.directory else "build/"
+        raise RunRefused(f"the build in {where_built} does not match its inputs:\n{listing}\nrun `ftc compile {spec}` first")
+    return found.build(), drift
 
 
-def check_device(lock: dict[str, Any]) -> dict[str, Any]:
+def check_device(lock: Lock) -> dict[str, Any]:
     """The device this machine gives the plan; refuses what cannot run here. Loads no weights."""
     import torch
 
-    hardware = lock["hardware"]
+    hardware = lock.hardware
     has_cuda = torch.cuda.is_available()
-    if hardware["accelerator"] == "cuda" and not has_cuda:
+    if hardware.accelerator == "cuda" and not has_cuda:
         raise RunRefused('the plan needs CUDA (hardware.accelerator = "cuda") and this machine has no CUDA device; '
                          'run it on a GPU machine, or set hardware.accelerator = "auto" to allow the CPU')
-    device = "cuda" if has_cuda and hardware["accelerator"] != "cpu" else "cpu"
-    if device == "cpu" and hardware["strategy"].startswith("deepspeed"):
-        raise RunRefused(f'the plan shards the model with DeepSpeed ({hardware["strategy"]}), which needs CUDA, and this machine has none; '
+    device = "cuda" if has_cuda and hardware.accelerator != "cpu" else "cpu"
+    if device == "cpu" and hardware.strategy.startswith("deepspeed"):
+        raise RunRefused(f'the plan shards the model with DeepSpeed ({hardware.strategy}), which needs CUDA, and this machine has none; '
                          'set hardware.strategy = "fsdp" or "ddp" to train on the CPU, or run it on GPUs')
-    precision = hardware["precision"].get(device)
+    precision = hardware.precision.get(device)
     if precision is None:
         raise RunRefused(f'the plan has no settings for {device}; set hardware.accelerator = "auto" or "{device}" and compile again')
     if device == "cuda":
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
             raise RunRefused(f'the plan trains in bf16 and {torch.cuda.get_device_name()} does not support it; set hardware.precision = "fp16" and compile again')
-        if hardware["devices"] > torch.cuda.device_count() and hardware["nodes"] == 1:
-            raise RunRefused(f"the plan needs {hardware['devices']} GPUs and this machine has {torch.cuda.device_count()}")
+        if hardware.devices > torch.cuda.device_count() and hardware.nodes == 1:
+            raise RunRefused(f"the plan needs {hardware.devices} GPUs and this machine has {torch.cuda.device_count()}")
         return {"kind": "cuda", "name": torch.cuda.get_device_name(), "count": torch.cuda.device_count(), "precision": precision}
     return {"kind": "cpu", "name": "cpu", "threads": torch.get_num_threads(), "precision": precision}
 
@@ -117,33 +144,33 @@ def new_run_dir(build: Build) -> Path:
 
 
 def runs_folder(build: Build) -> Path:
-    return build.directory.parents[1] / "runs" / build.name
+    return project_runs(build.directory.parents[1], build.name)
 
 
 def latest_run(build: Build) -> Path:
-    """The newest run folder of this build, for `ftc run --resume` without a folder."""
-    folder = runs_folder(build)
-    runs = sorted(p for p in folder.glob("*") if (p / "run.json").is_file()) if folder.is_dir() else []
-    if not runs:
-        raise RunRefused(f"there is no run of {build.name} to resume in {os.path.relpath(folder)}; start one with `ftc run`")
-    return runs[-1]
+    """The newest run folder of this build's spec, for `ftc run --resume` without a folder."""
+    root = build.directory.parents[1]
+    try:
+        return newest_run(root / build.lock.inputs.spec.path, root, completed=False)
+    except RunFolderError as exc:
+        raise RunRefused(f"nothing to resume: {exc}") from exc
 
 
-def check_resumable(build: Build, run_dir: Path) -> dict[str, Any]:
+def check_resumable(build: Build, run_dir: Path) -> RunRecord:
     """The record of a run that can continue with this build; refuses a finished run or one from another plan."""
     try:
         record = read_record(run_dir)
     except RunFolderError as exc:
         raise RunRefused(str(exc)) from exc
-    if record.get("plan_sha256") != locked_plan_hash(build):
+    if record.plan_sha256 != locked_plan_hash(build):
         raise RunRefused(
-            f"{run_dir} ran plan sha256:{str(record.get('plan_sha256'))[:12]}, and the build is now sha256:{locked_plan_hash(build)[:12]}; "
+            f"{run_dir} ran plan sha256:{str(record.plan_sha256)[:12]}, and the build is now sha256:{locked_plan_hash(build)[:12]}; "
             "a resumed run must continue the same plan: start a new run instead"
         )
-    if record.get("status") == "completed":
+    if record.status == "completed":
         raise RunRefused(f"{run_dir} has already completed; start a new run instead")
-    if record.get("status") == "running":
-        alive = [pid for pid in (record.get("pid"), record["sessions"][-1].get("pid")) if pid and _alive(pid)]
+    if record.status == "running":
+        alive = [pid for pid in (record.pid, record.sessions[-1].pid if record.sessions else None) if pid and _alive(pid)]
         if alive:
             raise RunRefused(f"{run_dir} is still running (process {alive[0]}); stop it first (Ctrl-C, or kill -INT {alive[0]})")
     return record
@@ -161,13 +188,13 @@ def _alive(pid: int) -> bool:
 
 def command_for(build: Build, run_dir: Path) -> list[str]:
     """One process runs the script; several go through the build's launch.sh (accelerate launch)."""
-    hardware = build.lock["hardware"]
-    if hardware["nodes"] > 1:
+    hardware = build.lock.hardware
+    if hardware.nodes > 1:
         raise RunRefused(
-            f"the plan spans {hardware['nodes']} nodes: start build/{build.name}/launch.sh on each node "
+            f"the plan spans {hardware.nodes} nodes: start build/{build.name}/launch.sh on each node "
             f"(it says how), or submit build/{build.name}/slurm.sbatch"
         )
-    if hardware["devices"] > 1:
+    if hardware.devices > 1:
         return ["bash", str(build.directory / "launch.sh"), "--output-dir", str(run_dir), "--no-progress-bar"]
     return [sys.executable, str(build.directory / SCRIPT_NAME), "--output-dir", str(run_dir), "--no-progress-bar"]
 
@@ -176,34 +203,35 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def start_record(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str], resume: bool) -> dict[str, Any]:
+def start_record(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str], resume: bool) -> RunRecord:
     """Write run.json (and the plan's copy) as a session starts; a resumed run keeps its history."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         record = read_record(run_dir)
     else:
-        shutil.copyfile(build.directory / LOCK_NAME, run_dir / LOCK_NAME)
-        record = {
-            "format_version": RECORD_FORMAT,
-            "project": build.name,
-            "run_id": run_dir.name,
-            "root": str(build.directory.parents[1]),
-            "build": f"build/{build.name}",
-            "spec": build.lock["inputs"]["spec"]["path"],
-            "plan_sha256": locked_plan_hash(build),
-            "max_steps": build.lock["training"]["max_steps"],
-            "started": _now(),
-            "sessions": [],
-        }
-    record.update(
+        shutil.copyfile(build.directory / LOCK_NAME, run_dir / LOCK)
+        record = RunRecord(
+            format_version=RECORD_FORMAT,
+            project=build.name,
+            run_id=run_dir.name,
+            root=str(build.directory.parents[1]),
+            build=f"build/{build.name}",
+            spec=build.lock.inputs.spec.path,
+            plan_sha256=locked_plan_hash(build),
+            max_steps=build.lock.training.max_steps,
+            started=_now(),
+            sessions=(),
+        )
+    record = updated(
+        record,
         status="running",
         ftc_version=__version__,
         packages=installed_versions(),
         version_drift=drift,
-        device=device,
+        device=Device.model_validate(device),
         pid=os.getpid(),
+        sessions=(*record.sessions, SessionRecord(started=_now(), resumed=resume)),
     )
-    record["sessions"].append({"started": _now(), "resumed": resume})
     write_record(run_dir, record)
     return record
 
@@ -333,7 +361,7 @@ def _pump(stream, log_path: Path, show: Callable[[str], None]) -> None:
             show(line.rstrip("\n"))
 
 
-def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str], resume: bool, display) -> dict[str, Any]:
+def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str], resume: bool, display) -> RunRecord:
     """Run the build as a child process, show its progress, and return the final run record.
 
     Ctrl-C (or SIGTERM) is passed on once as SIGINT: the script saves a checkpoint at the end of the step
@@ -343,7 +371,7 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
     if resume:
         command.append("--resume")
     tail = EventTail(run_dir / EVENTS)
-    session = Session(max_steps=record["max_steps"])
+    session = Session(max_steps=record.max_steps)
     # ftc draws the progress: the libraries' own bars would only scroll past as lines of carriage returns
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
     # launch.sh calls `accelerate`: the one installed next to this Python, even in a virtual environment not activated
@@ -352,13 +380,13 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
         process_group=0,  # Ctrl-C reaches ftc only, which passes it on once per press
     )
-    record["sessions"][-1]["pid"] = child.pid
+    record = updated(record, sessions=(*record.sessions[:-1], updated(record.sessions[-1], pid=child.pid)))
     write_record(run_dir, record)
-    pump = threading.Thread(target=_pump, args=(child.stdout, run_dir / "train.log", display.line), daemon=True)
+    pump = threading.Thread(target=_pump, args=(child.stdout, run_dir / TRAIN_LOG, display.line), daemon=True)
     pump.start()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     interrupts = 0
-    several = build.lock["hardware"]["devices"] > 1
+    several = build.lock.hardware.devices > 1
     workers: dict[int, str] = {}  # launch.sh's processes, workers included, as last seen
     looked = 0.0
     try:
@@ -399,7 +427,7 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
     return finish_record(run_dir, session, child.returncode, interrupted=interrupts > 0)
 
 
-def finish_record(run_dir: Path, session: Session, returncode: int, interrupted: bool = False) -> dict[str, Any]:
+def finish_record(run_dir: Path, session: Session, returncode: int, interrupted: bool = False) -> RunRecord:
     record = read_record(run_dir)
     if returncode < 0:
         status = f"crashed (killed by {signal.Signals(-returncode).name})"
@@ -411,8 +439,8 @@ def finish_record(run_dir: Path, session: Session, returncode: int, interrupted:
         # the script's own status: launch.sh's torchrun exits 1 whenever its workers stop with any status but 0
         returncode = next(code for code, name in SCRIPT_STATUS.items() if name == status)
     end = session.end
-    this = record["sessions"][-1]
-    this.update(
+    this = updated(
+        record.sessions[-1],
         ended=_now(),
         status=status,
         exit_code=returncode,
@@ -424,24 +452,25 @@ def finish_record(run_dir: Path, session: Session, returncode: int, interrupted:
         resumed_from=session.start.get("resume_from"),
     )
     best = end.get("best_checkpoint")
-    record.update(
+    record = updated(
+        record,
+        drop=("pid",),
+        sessions=(*record.sessions[:-1], this),
         status=status,
         exit_code=returncode,
-        ended=this["ended"],
+        ended=this.ended,
         step=session.step,
-        train_loss=session.train_loss if session.train_loss is not None else record.get("train_loss"),
-        eval_loss=session.eval_loss if session.eval_loss is not None else record.get("eval_loss"),
+        train_loss=session.train_loss if session.train_loss is not None else record.train_loss,
+        eval_loss=session.eval_loss if session.eval_loss is not None else record.eval_loss,
         tokens_per_second=session.tokens_per_second,
-        peak_memory_bytes=this["peak_memory_bytes"],
-        peak_memory_gib=round(this["peak_memory_bytes"] / 2**30, 3) if this["peak_memory_bytes"] else None,
-        peak_memory_kind=this["peak_memory_kind"],
-        last_checkpoint=f"checkpoints/{session.checkpoint}" if session.checkpoint else record.get("last_checkpoint"),
-        best_checkpoint=f"checkpoints/{best}" if best else record.get("best_checkpoint"),
-        final="final" if status == "completed" else None,
+        peak_memory_bytes=this.peak_memory_bytes,
+        peak_memory_gib=round(this.peak_memory_bytes / 2**30, 3) if this.peak_memory_bytes else None,
+        peak_memory_kind=this.peak_memory_kind,
+        last_checkpoint=f"{CHECKPOINTS}/{session.checkpoint}" if session.checkpoint else record.last_checkpoint,
+        best_checkpoint=f"{CHECKPOINTS}/{best}" if best else record.best_checkpoint,
+        final=FINAL if status == "completed" else None,
         early_stopped=bool(end.get("early_stopped")),
+        **({"distributed": session.distributed} if session.distributed else {}),
     )
-    if session.distributed:
-        record["distributed"] = session.distributed
-    record.pop("pid", None)
     write_record(run_dir, record)
     return record

@@ -22,9 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ftc.runtime.generate import cut_at_stop, generate_one, prompt_ids, render_prompt
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import RunFolder
-from ftc.runtime.runfolder import RunFolderError
+from ftc.runtime.runfolder import Divergence, ParityCheck, RunFolderError
 
 REQUEST_TIMEOUT = 600  # seconds for one request: the first ones on a busy CPU are slow
 BUILTIN_PROMPTS = [
@@ -99,8 +100,8 @@ def parity_prompts(run: RunFolder | None, chat_template: str | None, tokenizer, 
         if not values:
             raise PromptsUnavailable(f"--prompts {prompts_file} holds no records")
         origin = str(prompts_file)
-    elif run is not None and run.lock["data"]["format"] != "text":
-        fmt = run.lock["data"]["format"]
+    elif run is not None and run.lock.data.format != "text":
+        fmt = run.lock.data.format
         try:
             examples = held_out(run, n)
         except RunFolderError as exc:
@@ -123,9 +124,9 @@ def parity_prompts(run: RunFolder | None, chat_template: str | None, tokenizer, 
             messages, text, shown = None, prompt, prompt
         else:
             messages = prompt
-            text = tokenizer.apply_chat_template(messages, chat_template=chat_template, add_generation_prompt=True, tokenize=False)
+            text = render_prompt(tokenizer, chat_template, messages)
             shown = str(messages[-1].get("content", ""))
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids(tokenizer, text)
         room = max_tokens if max_model_len is None else min(max_tokens, max_model_len - len(ids))
         if room < 1:
             notes.append(f"{source}: the prompt's {len(ids)} tokens fill max_model_len {max_model_len}; skipped")
@@ -136,26 +137,11 @@ def parity_prompts(run: RunFolder | None, chat_template: str | None, tokenizer, 
     return origin, prompts, notes
 
 
-def cut_at_stop(ids: list[int], stop_ids: list[int]) -> tuple[list[int], bool]:
-    for k, token in enumerate(ids):
-        if token in stop_ids:
-            return ids[:k], True
-    return ids, False
-
-
 def reference_answers(model, prompts: list[ParityPrompt], stop_ids: list[int], pad_id: int | None, done: Callable[[int], None] = lambda k: None) -> list[Generation]:
     """transformers' greedy answers, one prompt at a time (no padding to perturb them)."""
-    import torch
-    from transformers import GenerationConfig
-
-    device = next(model.parameters()).device
     answers = []
     for prompt in prompts:
-        config = GenerationConfig(max_new_tokens=prompt.max_tokens, do_sample=False, eos_token_id=stop_ids, pad_token_id=pad_id)
-        ids = torch.tensor([prompt.ids], device=device)
-        with torch.inference_mode():
-            output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
-        answer, stopped = cut_at_stop(output[0, len(prompt.ids) :].tolist(), stop_ids)
+        answer, stopped = generate_one(model, prompt.ids, stop_ids, pad_id, prompt.max_tokens)
         answers.append(Generation(prompt.ids, answer, stopped))
         done(len(answers))
     return answers
@@ -237,39 +223,39 @@ def compare(prompts: list[ParityPrompt], reference: list[Generation], served: li
     return rows
 
 
-def parity_record(rows: list[dict[str, Any]], required: float, **facts: Any) -> dict[str, Any]:
+def parity_record(rows: list[dict[str, Any]], required: float, **facts: Any) -> ParityCheck:
     agreeing = sum(r["agree"] for r in rows)
     rate = agreeing / len(rows)
     first = next((r for r in rows if not r["agree"]), None)
-    return {
-        "status": "passed" if rate >= required else "failed",
-        "prompts": len(rows),
-        "agreeing": agreeing,
-        "agreement": rate,
-        "required": required,
-        "first_divergence": None if first is None else {"source": first["source"], "prompt": first["prompt"], **first["divergence"]},
+    return ParityCheck(
+        status="passed" if rate >= required else "failed",
+        prompts=len(rows),
+        agreeing=agreeing,
+        agreement=rate,
+        required=required,
+        first_divergence=None if first is None else Divergence.model_validate({"source": first["source"], "prompt": first["prompt"], **first["divergence"]}),
         **facts,
-        "checked": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "results": rows,
-    }
+        checked=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        results=rows,
+    )
 
 
-def describe_parity(record: dict[str, Any]) -> list[str]:
+def describe_parity(record: ParityCheck) -> list[str]:
     """The gate's result for people: the rate, and the first divergence when there is one."""
-    need = "all" if record["required"] >= 1 else f"at least {record['required']:.0%}"
-    verdict = "passed" if record["status"] == "passed" else "FAILED"
+    need = "all" if record.required >= 1 else f"at least {record.required:.0%}"
+    verdict = "passed" if record.status == "passed" else "FAILED"
     lines = [
-        f"parity {verdict}: {record['agreeing']}/{record['prompts']} prompts agree token for token ({record['agreement']:.0%}; "
-        f"required: {need}): vLLM ({record['served_dtype']}, {record['endpoint']}) versus transformers ({record['reference_dtype']}), "
-        f"greedy, up to {record['max_new_tokens']} new tokens, {record['examples_from']}"
+        f"parity {verdict}: {record.agreeing}/{record.prompts} prompts agree token for token ({record.agreement:.0%}; "
+        f"required: {need}): vLLM ({record.served_dtype}, {record.endpoint}) versus transformers ({record.reference_dtype}), "
+        f"greedy, up to {record.max_new_tokens} new tokens, {record.examples_from}"
     ]
-    d = record["first_divergence"]
+    d = record.first_divergence
     if d is not None:
         lines += [
-            f"first divergence: {d['source']} ({d['prompt'][:80]!r}), {d['in']} token {d['position']}:",
-            f"  transformers: {d['transformers']!r}  ids {d['transformers_ids']}",
-            f"  vLLM:         {d['vllm']!r}  ids {d['vllm_ids']}",
+            f"first divergence: {d.source} ({(d.prompt or '')[:80]!r}), {d.where} token {d.position}:",
+            f"  transformers: {d.transformers!r}  ids {list(d.transformers_ids or ())}",
+            f"  vLLM:         {d.vllm!r}  ids {list(d.vllm_ids or ())}",
         ]
-        if d["in"] == "prompt":
+        if d.where == "prompt":
             lines.append("  the prompt tokens differ: vLLM renders or tokenizes the conversation differently (chat template, tokenizer)")
     return lines

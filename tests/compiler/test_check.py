@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import GOLDEN_PACKAGES, REPO
 
-from ftc.compiler.build.compile import compile_build, stale_inputs, write_build
+from ftc.compiler.build.compile import compile_build, write_build
+from ftc.compiler.build.stale import stale_inputs
 
 
 @pytest.fixture()

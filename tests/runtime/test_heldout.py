@@ -8,6 +8,8 @@ import json
 import pytest
 from conftest import REPO
 from ftc.compiler.data.read import iter_records
+from ftc.compiler.build.lock import read_lock
+from ftc.compiler.plan.model import Lock
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import RunFolder
 from ftc.runtime.runfolder import RunFolderError
@@ -15,8 +17,7 @@ from ftc.templates import prepare
 
 
 def _run(case: str, tmp_path) -> RunFolder:
-    lock = json.loads((REPO / "tests" / "golden" / case / "ftc.lock.json").read_text())
-    return RunFolder(tmp_path, REPO, lock)
+    return RunFolder(tmp_path, REPO, read_lock(REPO / "tests" / "golden" / case / "ftc.lock.json"))
 
 
 def test_a_validation_file_gives_its_first_records(tmp_path):
@@ -41,13 +42,12 @@ def test_cleaned_data_is_read_from_the_build_while_it_hashes_as_locked(tmp_path)
     copy = tmp_path / "build" / "cleaned" / "data" / "train.jsonl"
     copy.parent.mkdir(parents=True)
     copy.write_text("".join(lines))
-    lock = {
-        "project": {"name": "cleaned"},
-        "inputs": {"data": {"train": {"path": "data/source.jsonl"}}},  # never read: the run trained on the copy
-        "data": {"validation": {"source": "split", "split": 0.2, "seed": 3}},
-        "artifacts": {"data/train.jsonl": hashlib.sha256("".join(lines).encode()).hexdigest()},
-    }
-    run = RunFolder(tmp_path / "runs" / "cleaned" / "r1", tmp_path, lock)
+    lock = read_lock(REPO / "tests" / "golden" / "triage-lora" / "ftc.lock.json").to_json()
+    lock["project"]["name"] = "cleaned"
+    lock["inputs"]["data"] = {"train": {"path": "data/source.jsonl", "sha256": "0" * 64, "bytes": 0}}  # never read: the run trained on the copy
+    lock["data"]["validation"] = {"source": "split", "split": 0.2, "seed": 3}
+    lock["artifacts"] = {"data/train.jsonl": hashlib.sha256("".join(lines).encode()).hexdigest()}
+    run = RunFolder(tmp_path / "runs" / "cleaned" / "r1", tmp_path, Lock.model_validate(lock))
     examples = held_out(run, 10)
     assert examples.path == "build/cleaned/data/train.jsonl"
     assert [r.line for r in examples.records] == [i + 1 for i in prepare.held_out_indices(20, 0.2, 3)]

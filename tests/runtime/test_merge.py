@@ -8,7 +8,7 @@ import json
 import pytest
 from ftc.cli.main import main
 from ftc.runtime import merge
-from ftc.runtime.merge import MergeFailed, merge_run, stop_token_ids, verify
+from ftc.runtime.merge import MergeFailed, merge_run, verify
 from ftc.runtime.models import (
     load_dense_base,
     load_tokenizer,
@@ -70,16 +70,16 @@ def _logits_agree_with_trained(run_dir, limit):
 def test_lora_merge_is_verified_and_loads_as_a_plain_model(trained):
     run_dir = trained("lora")
     result = merge_run(run_dir, examples=3)
-    record = read_record(run_dir)["merge"]
+    record = read_record(run_dir).merge
     assert record == result.record
     assert (
-        record["status"] == "verified"
-        and record["path"] == "merged"
-        and record["dtype"] == "float32"
+        record.status == "verified"
+        and record.path == "merged"
+        and record.dtype == "float32"
     )
-    assert record["examples"] == 3 and record["positions"] > 100
-    assert record["max_abs_logit_diff"] <= record["tolerance"]["max_abs_logit_diff"]
-    assert record["top1_agreement"] == 1.0
+    assert record.examples == 3 and record.positions > 100
+    assert record.max_abs_logit_diff <= record.tolerance.max_abs_logit_diff
+    assert record.top1_agreement == 1.0
     _check_servable_folder(run_dir)
     _logits_agree_with_trained(run_dir, 1e-5)
 
@@ -89,7 +89,7 @@ def test_qlora_merges_into_the_dequantized_base(trained, tiny_model):
 
     run_dir = trained("qlora")
     record = merge_run(run_dir).record
-    assert record["status"] == "verified", record
+    assert record.status == "verified", record
     _check_servable_folder(run_dir)
     _logits_agree_with_trained(run_dir, 1e-5)
     # Merging into the original full-precision weights instead gives a model the adapter was not trained with:
@@ -101,7 +101,7 @@ def test_qlora_merges_into_the_dequantized_base(trained, tiny_model):
     wrong = load_tuned(run, place, load_dense_base(run, place)).merge_and_unload()
     result = verify(load_tuned(run, place), wrong, inputs, "float32")
     assert not result.passed, result.summary()
-    assert result.max_abs_logit_diff > 100 * record["max_abs_logit_diff"]
+    assert result.max_abs_logit_diff > 100 * record.max_abs_logit_diff
     original = AutoModelForCausalLM.from_pretrained(
         str(tiny_model), use_safetensors=True
     )
@@ -115,8 +115,8 @@ def test_qlora_merges_into_the_dequantized_base(trained, tiny_model):
 def test_full_fine_tuning_has_nothing_to_merge(trained):
     run_dir = trained("full")
     assert main(["merge", str(run_dir)]) == 0
-    record = read_record(run_dir)["merge"]
-    assert record["status"] == "not needed" and record["path"] == "merged"
+    record = read_record(run_dir).merge
+    assert record.status == "not needed" and record.path == "merged"
     _check_servable_folder(run_dir)
     assert (run_dir / "merged" / "model.safetensors").read_bytes() == (
         run_dir / "final" / "model.safetensors"
@@ -137,7 +137,7 @@ def test_verification_fails_when_the_models_differ(trained):
         merge.logits_of(tuned, inputs), base_logits, "float32"
     )
     assert not result.passed
-    assert result.record("merged")["status"] == "failed"
+    assert result.record("merged").status == "failed"
 
 
 def test_a_failed_merge_leaves_no_merged_folder(trained, monkeypatch):
@@ -150,26 +150,12 @@ def test_a_failed_merge_leaves_no_merged_folder(trained, monkeypatch):
         merge_run(run_dir)
     assert not (run_dir / "merged").exists()
     assert (run_dir / "merged.rejected" / "model.safetensors").is_file()
-    assert read_record(run_dir)["merge"]["status"] == "failed"
+    assert read_record(run_dir).merge.status == "failed"
     assert main(["merge", str(run_dir)]) == 1
     monkeypatch.undo()
     merge_run(run_dir)
     assert (run_dir / "merged").is_dir() and not (run_dir / "merged.rejected").exists()
-    assert read_record(run_dir)["merge"]["status"] == "verified"
-
-
-def test_stop_tokens_are_the_eos_and_the_end_of_turn():
-    from tiny import CHAT_TEMPLATE, make_tokenizer
-
-    tokenizer = make_tokenizer()
-    # A model whose EOS is not its end-of-turn token:
-    tokenizer.eos_token = "<|endoftext|>"
-    ids = stop_token_ids(tokenizer, CHAT_TEMPLATE)
-    assert ids == [
-        tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        tokenizer.convert_tokens_to_ids(IM_END),
-    ]
-    assert stop_token_ids(tokenizer, None) == [tokenizer.eos_token_id]
+    assert read_record(run_dir).merge.status == "verified"
 
 
 def test_usage_errors_exit_2(tmp_path):
@@ -182,9 +168,9 @@ def test_preference_data_verifies_on_prompt_and_chosen(tmp_path):
     from ftc.runtime.models import RunFolder
     from tiny import CHAT_TEMPLATE, make_tokenizer
 
-    lock = json.loads(
-        (REPO / "tests" / "golden" / "triage-dpo" / "ftc.lock.json").read_text()
-    )
+    from ftc.compiler.build.lock import read_lock
+
+    lock = read_lock(REPO / "tests" / "golden" / "triage-dpo" / "ftc.lock.json")
     tokenizer = make_tokenizer()
     inputs = merge.verification_inputs(
         RunFolder(tmp_path, REPO, lock), tokenizer, CHAT_TEMPLATE, 2

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from ftc.cli.main import main
 from ftc.runtime.runfolder import read_record, run_lock
-from ftc.runtime.report.page import loss_points, token_lengths
+from ftc.compiler.plan.model import Lock
+from ftc.runtime.report.gather import loss_points, token_lengths
 from tiny_runs import trained_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -101,11 +102,11 @@ def test_report_of_a_run_before_evaluation(run_dir, tmp_path, capsys):
     seen = shown["text"]
     for expected in (
         f"run {run_dir.name}",
-        f"sha256:{record['plan_sha256']}",
-        f"{record['train_loss']:.4f}",
-        f"{record['eval_loss']:.4f}",
-        f"{record['tokens_per_second']:,.0f}",
-        f"{record['peak_memory_gib']:.2f} GiB",
+        f"sha256:{record.plan_sha256}",
+        f"{record.train_loss:.4f}",
+        f"{record.eval_loss:.4f}",
+        f"{record.tokens_per_second:,.0f}",
+        f"{record.peak_memory_gib:.2f} GiB",
         "2 of 2",
         f"no evaluation yet: run ftc eval runs/tiny-lora/{run_dir.name}",
         "train 8 examples (1,318 tokens",
@@ -169,7 +170,7 @@ def test_report_with_an_evaluation(run_dir, tmp_path):
     run.mkdir()
     for name in ("run.json", "ftc.lock.json", "events.jsonl", "samples.json"):
         shutil.copy2(run_dir / name, run / name)
-    evaluation = write_evaluation(run, read_record(run)["plan_sha256"])
+    evaluation = write_evaluation(run, read_record(run).plan_sha256)
     write_serving(run, evaluation)
     page = report(run, "--output", str(tmp_path / "out" / "page.html"))
     assert not (run / "report.html").exists()
@@ -229,7 +230,8 @@ def write_serving(run: Path, evaluation: dict) -> None:
 
 def test_an_evaluation_of_another_plan_is_named(run_dir, tmp_path):
     from ftc.runtime.runfolder import update_record
-    from ftc.runtime.report.page import gather_report, render_html
+    from ftc.runtime.report.gather import gather_report
+    from ftc.runtime.report.page import render_html
 
     run = tmp_path / "runs" / "tiny-lora" / "other"
     run.mkdir(parents=True)
@@ -253,16 +255,17 @@ def test_an_evaluation_of_another_plan_is_named(run_dir, tmp_path):
 
 def test_token_lengths_are_not_drawn_from_data_that_changed(run_dir):
     record, lock = read_record(run_dir), run_lock(run_dir)
-    root = Path(record["root"])
+    root = Path(record.root)
     lengths, note = token_lengths(run_dir, root, lock)
     assert [s.name for s in lengths] == ["train", "validation"] and note is None
-    assert sorted(lengths[0].lengths) == list(lengths[0].lengths) and sum(lengths[0].lengths) == lock["data"]["splits"]["train"]["tokens"]
+    assert sorted(lengths[0].lengths) == list(lengths[0].lengths) and sum(lengths[0].lengths) == lock.data.splits["train"].tokens
 
-    lock["inputs"]["data"]["train"]["sha256"] = "0" * 64  # as if data/train.jsonl had been edited since the run
-    lengths, note = token_lengths(run_dir, root, lock)
+    edited = lock.to_json()
+    edited["inputs"]["data"]["train"]["sha256"] = "0" * 64  # as if data/train.jsonl had been edited since the run
+    lengths, note = token_lengths(run_dir, root, Lock.model_validate(edited))
     assert lengths == () and "data/train.jsonl changed since this run" in note
-    lock["inputs"]["spec"]["path"] = "gone.toml"
-    assert "gone.toml is gone" in token_lengths(run_dir, root, lock)[1]
+    edited["inputs"]["spec"]["path"] = "gone.toml"
+    assert "gone.toml is gone" in token_lengths(run_dir, root, Lock.model_validate(edited))[1]
 
 
 def test_loss_points_keep_what_the_surviving_sessions_logged():

@@ -59,36 +59,3 @@ def test_model_output_is_not_markup():
     print_comparison(Console(file=buffer, width=140), [row])
     text = buffer.getvalue()
     assert "[bold]p[/bold]" in text and "[/]" in text and "(blank)" in text
-
-
-def test_prompts_of_each_data_format():
-    from ftc.runtime.evaluate.samples import prompt_of
-    from tiny import CHAT_TEMPLATE, make_tokenizer
-
-    tokenizer = make_tokenizer()
-    user = {"role": "user", "content": "hello"}
-    answer = {"role": "assistant", "content": "yes"}
-    chat = prompt_of(
-        {"messages": [user, answer, user, answer]}, "chat", tokenizer, CHAT_TEMPLATE
-    )
-    assert chat.shown == "hello" and chat.reference == "yes"
-    assert chat.text.count("<|im_start|>user") == 2 and chat.text.endswith(
-        "<|im_start|>assistant\n"
-    )
-    plain = prompt_of(
-        {"prompt": "Ticket: x\nTriage:", "completion": " {}"},
-        "completion",
-        tokenizer,
-        CHAT_TEMPLATE,
-    )
-    # A plain-string prompt goes in as it was trained: without the template.
-    assert plain.text == "Ticket: x\nTriage:" and plain.reference == " {}"
-    pair = prompt_of(
-        {"prompt": [user], "chosen": [answer], "rejected": [user]},
-        "preference",
-        tokenizer,
-        CHAT_TEMPLATE,
-    )
-    assert pair.reference == "yes" and pair.text.endswith("<|im_start|>assistant\n")
-    assert prompt_of({"messages": [user]}, "chat", tokenizer, CHAT_TEMPLATE) is None
-    assert prompt_of({"text": "abc"}, "text", tokenizer, None) is None

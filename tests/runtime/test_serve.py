@@ -26,17 +26,7 @@ from pathlib import Path
 
 import pytest
 from ftc.cli.main import main
-from ftc.runtime.serve.parity import cut_at_stop
 from ftc.runtime.runfolder import read_record
-from ftc.runtime.serve.command import (
-    LORA_RANKS,
-    ServeRefused,
-    Settings,
-    Target,
-    is_loopback,
-    lora_rank,
-    server_command,
-)
 from tiny_runs import train_run
 
 def _require_vllm(test):
@@ -201,10 +191,10 @@ def test_serve_merged_run_parity_clients_auth_and_ctrl_c(run_dir, serving, monke
     print(f"ftc serve was ready after {time.monotonic() - began:.0f}s")
     assert "parity passed: 4/4 prompts agree token for token (100%" in serve.output, serve.output
     assert f"${KEY_ENV}" in serve.output and f'os.environ["{KEY_ENV}"]' in serve.output
-    parity = read_record(run_dir)["serve"]["parity"]["merged"]
-    assert parity["status"] == "passed" and parity["agreement"] == 1.0 and parity["prompts"] == 4
-    assert parity["endpoint"] == "/v1/chat/completions" and parity["served_dtype"] == parity["reference_dtype"] == "float32"
-    assert parity["mode"] == "merged" and parity["model"] == "merged"
+    parity = read_record(run_dir).parity["merged"]
+    assert parity.status == "passed" and parity.agreement == 1.0 and parity.prompts == 4
+    assert parity.endpoint == "/v1/chat/completions" and parity.served_dtype == parity.reference_dtype == "float32"
+    assert parity.mode == "merged" and parity.model == "merged"
 
     base_url = f"http://127.0.0.1:{port}/v1"
     name = "tiny-lora"  # the spec's project name
@@ -281,10 +271,10 @@ def test_parity_gate_fails_on_a_mismatched_chat_template(run_dir, serving, tmp_p
     assert "parity FAILED: 0/2 prompts agree token for token (0%" in out, out
     assert "first divergence: data/val.jsonl:1" in out and "prompt token" in out
     assert "the parity gate failed; stopping vLLM" in out
-    parity = read_record(run_dir)["serve"]["parity"]["merged"]
-    assert parity["status"] == "failed" and parity["agreeing"] == 0
-    divergence = parity["first_divergence"]
-    assert divergence["in"] == "prompt" and divergence["transformers_ids"] != divergence["vllm_ids"]
+    parity = read_record(run_dir).parity["merged"]
+    assert parity.status == "failed" and parity.agreeing == 0
+    divergence = parity.first_divergence
+    assert divergence.where == "prompt" and divergence.transformers_ids != divergence.vllm_ids
     assert [p for p in descendants(serve.proc.pid) if alive(p)] == []
 
 
@@ -296,8 +286,8 @@ def test_adapter_mode_serves_base_plus_lora(run_dir, serving):
     serve = serving(project_of(run_dir), str(run_dir), "--adapter", "--port", str(port), "--parity", "3", "--parity-tokens", "16")
     serve.wait_for("Ctrl-C stops the server")
     assert "parity passed: 3/3" in serve.output, serve.output
-    parity = read_record(run_dir)["serve"]["parity"]["adapter"]
-    assert parity["status"] == "passed" and parity["mode"] == "adapter"
+    parity = read_record(run_dir).parity["adapter"]
+    assert parity.status == "passed" and parity.mode == "adapter"
     log = (run_dir / "serve.log").read_text()
     assert "--enable-lora" in log and "--max-lora-rank 8" in log  # r = 4, rounded up to a rank vLLM serves
 
@@ -366,35 +356,6 @@ def test_adapter_mode_needs_a_run(run_dir, capsys):
 # --- pure pieces -------------------------------------------------------------------------------------------
 
 
-def test_the_key_goes_through_the_environment_only(tmp_path, monkeypatch):
-    monkeypatch.setenv("VLLM_API_KEY", "left-in-the-shell")
-    target = Target("adapter", "base", None, tmp_path / "tok", None, None, tmp_path / "final", 16, None, None, False, tmp_path / "log")
-    settings = Settings("127.0.0.1", 8000, "cpu", "float32", 256, "triage", "MY_KEY")
-    argv, env = server_command(target, settings, tmp_path / "gen", "s3cret", None)
-    assert "s3cret" not in " ".join(argv) and env["VLLM_API_KEY"] == "s3cret"
-    assert argv[argv.index("--load-format") + 1] == "safetensors"
-    assert argv[argv.index("--served-model-name") + 1] == "triage-base"
-    assert argv[argv.index("--lora-modules") + 1] == f"triage={tmp_path / 'final'}"
-    assert argv[argv.index("--max-lora-rank") + 1] == "16" and "--enforce-eager" in argv
-    assert env["VLLM_CPU_KVCACHE_SPACE"] and env["HF_HUB_OFFLINE"] == "1"
-    _, env = server_command(target, settings, tmp_path / "gen", None, 2)
-    assert "VLLM_API_KEY" not in env and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
-
-
-def test_lora_rank_rounds_up_to_what_vllm_serves():
-    assert lora_rank({"r": 4}) == 8 and lora_rank({"r": 16}) == 16
-    assert lora_rank({"r": 8, "rank_pattern": {"q_proj": 40}}) == 64
-    with pytest.raises(ServeRefused, match="above 512"):
-        lora_rank({"r": LORA_RANKS[-1] + 1})
-
-
-def test_small_helpers():
-    assert cut_at_stop([5, 6, 2, 7], [2, 9]) == ([5, 6], True)
-    assert cut_at_stop([5, 6], [2]) == ([5, 6], False)
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
-
-
 def test_parity_prompts_from_a_file_and_the_comparison(tmp_path):
     from ftc.runtime.serve.parity import Generation, compare, parity_prompts, parity_record
     from tiny import make_tokenizer
@@ -427,5 +388,5 @@ def test_parity_prompts_from_a_file_and_the_comparison(tmp_path):
     assert rows[1]["divergence"]["transformers"].endswith("<stop token>") and rows[1]["divergence"]["vllm_ids"] == [8]
     assert rows[2]["divergence"]["in"] == "prompt" and rows[2]["divergence"]["position"] == len(last.ids) - 1
     record = parity_record(rows, 1.0)
-    assert record["status"] == "failed" and record["agreeing"] == 1 and record["first_divergence"]["source"] == rows[1]["source"]
-    assert parity_record(rows, 0.3)["status"] == "passed"
+    assert record.status == "failed" and record.agreeing == 1 and record.first_divergence.source == rows[1]["source"]
+    assert parity_record(rows, 0.3).status == "passed"

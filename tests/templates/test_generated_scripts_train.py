@@ -98,16 +98,16 @@ def test_generated_script_trains(case, tmp_path, tiny_model, monkeypatch):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     final = run_dir / "final"
     saved = {p.name for p in final.iterdir()}
-    adapter = build.lock["method"]["adapter"] == "lora"
+    adapter = build.lock.method.adapter == "lora"
     assert ("adapter_model.safetensors" if adapter else "model.safetensors") in saved, saved
     assert "chat_template.jinja" in saved or "tokenizer_config.json" in saved
     checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"))
     assert checkpoints, "no checkpoint was written"
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
-    assert state["global_step"] == build.lock["training"]["max_steps"]
+    assert state["global_step"] == build.lock.training.max_steps
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert losses and all(math.isfinite(x) for x in losses)
     assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard log"
     if case == "lora-drop-overlong":
-        dropped = build.lock["data"]["splits"]["train"]["dropped_lines"]
+        dropped = build.lock.data.splits["train"].dropped_lines
         assert 0 < len(dropped) < 24, dropped

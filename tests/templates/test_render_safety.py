@@ -12,9 +12,11 @@ from conftest import GOLDEN_PACKAGES, REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftc.compiler.build.compile import TEMPLATES, compile_build, script_paths
+from ftc.compiler.build.compile import compile_build, script_paths
 from ftc.compiler.build.lock import plan_hash
 from ftc.compiler.build.render import py_literal, render_script
+from ftc.compiler.methods import METHODS
+from ftc.compiler.plan.model import Plan
 
 HOSTILE = [
     "'; import os; os.system('echo pwned'); '",
@@ -32,8 +34,8 @@ def plans():
     out = {}
     for spec in ("quickstart", "dpo", "qlora"):
         build = compile_build(Path(f"specs/{spec}.toml"), root=REPO, packages=GOLDEN_PACKAGES)
-        plan = {k: v for k, v in build.lock.items() if k != "artifacts"}
-        out[spec] = (plan, TEMPLATES["dpo" if spec == "dpo" else "sft"][0], build.directory)
+        plan = {k: v for k, v in build.lock.to_json().items() if k != "artifacts"}
+        out[spec] = (plan, METHODS[build.lock.method.kind].template, build.directory)
     return out
 
 
@@ -47,6 +49,7 @@ def _shape(script: str) -> str:
 
 
 def _render(plan, template, directory):
+    plan = Plan.model_validate(plan)
     context = {"plan": plan, "plan_hash": plan_hash(plan), "paths": script_paths(plan, directory, REPO), "template": template}
     return render_script(template, context)
 

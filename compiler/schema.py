@@ -1,4 +1,6 @@
-"""The one base every spec model shares: unknown keys are errors, values are frozen."""
+"""The one base every spec model shares (the [table] models under compiler/spec/ and each method's table under
+compiler/methods/): unknown keys are errors, values are frozen. It sits outside both packages so that either can
+import it first."""
 
 from __future__ import annotations
 

@@ -1,0 +1,117 @@
+"""What every verb shares: the two consoles, UsageError, spec paths, diagnostics and progress on screen."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from ftc.compiler.diagnostics import Diagnostic, render
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class UsageError(Exception):
+    """Bad invocation: a missing file or a wrong argument. Exit code 2."""
+
+
+def spec_path(value: str) -> Path:
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"{value} is a folder; give the spec file (.toml)")
+    if not path.is_file():
+        raise UsageError(f"spec not found: {value}")
+    return path
+
+
+def run_folder(value: str, names: Sequence[str]) -> Path:
+    """A folder that `ftc run` made, holding every file in `names`."""
+    run_dir = Path(value)
+    for name in names:
+        if not (run_dir / name).is_file():
+            raise UsageError(
+                f"{value} is not a run folder (it has no {name}); give one that `ftc run` made, "
+                "such as runs/<name>/<run-id>"
+            )
+    return run_dir
+
+
+def display(path: Path) -> str:
+    from ftc.compiler.spec.validate import display_path
+
+    return display_path(path)
+
+
+def report(diags: Sequence[Diagnostic], sources: dict[str, str]) -> None:
+    if diags:
+        err.print(render(diags, sources), markup=False)
+
+
+def progress():
+    """A rich progress bar factory for long steps (tokenizing); quiet when stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+    def tick(label: str, total: int):
+        task = bar.add_task(label, total=total)
+        return lambda: bar.advance(task)
+
+    return bar, tick
+
+
+def compile_or_report(spec: str, root: Path | None = None):
+    """Compile a spec in memory; on problems, print every diagnostic and return None."""
+    from ftc.compiler.build.compile import compile_build
+    from ftc.compiler.diagnostics import SpecError
+
+    path = spec_path(spec)
+    bar, tick = progress()
+    try:
+        with bar:
+            build = compile_build(path, root=root, progress=tick)
+    except SpecError as exc:
+        report(exc.diagnostics, {display(path): path.read_text(encoding="utf-8")})
+        return None
+    report(build.warnings, {display(path): path.read_text(encoding="utf-8")})
+    return build
+
+
+def print_sections(text: str) -> None:
+    """Plain text from describe_plan/diff_locks, with unindented section titles in bold on a terminal."""
+    from rich.text import Text
+
+    for line in text.splitlines():
+        out.print(Text(line, style="bold" if line and not line.startswith(" ") else ""))
+
+
+def step_reporter(status, quiet: bool = False):
+    """What a long runtime step calls with each label: the spinner's text on a terminal, else a line each."""
+    if err.is_terminal:
+        return status.update
+    if quiet:
+        return lambda label: None
+    return lambda label: err.print(f"  {label}", markup=False)
+
+
+def quiet_model_loading() -> None:
+    """transformers' and bitsandbytes' load-time bars and notices would scroll through ftc's own progress."""
+    import logging
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)

@@ -1,0 +1,99 @@
+"""What a training method declares, once: `MethodDef`, and the plan entry every method resolves to.
+
+A method is one module in this package. It declares:
+- `spec`: its [method] table (a pydantic model on the spec's strict base, discriminated by `kind`);
+- `plan`: its entry in the plan (`Plan.method`), which the generated script, the planners and the runtime read;
+- `resolve`: how the table and the model's shapes become that entry;
+- its template (one per method family), its default learning rate and the usual range, the data it trains on,
+  and the checks that only make sense for it;
+- through the plan entry's properties, what the memory and time model needs (a 4-bit base, sequences per example,
+  a frozen reference copy, the utilization to assume) and what merge and serve do with the output (an adapter to
+  fold into the base, or whole weights).
+
+Everything else (the resolver, the hardware planner, the build, validation, merge, eval, serve) asks the registry in
+`ftc.compiler.methods` and holds no list of kinds of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from ftc.compiler.plan.base import PlanModel
+from ftc.compiler.schema import SpecModel
+
+if TYPE_CHECKING:
+    from ftc.compiler.diagnostics import Diagnostic
+    from ftc.compiler.plan.modelinfo import ModelInfo
+    from ftc.compiler.spec.validate import LoadedSpec
+
+SCRIPT_SUPPORT = ("prepare.py", "run_support.py")  # included verbatim by every method's template
+
+
+class MethodPlan(PlanModel):
+    """The method's entry in the plan. Subclasses add the library arguments they resolve (peft's, trl's)."""
+
+    kind: str
+    adapter: Literal["lora", "none"]
+    trainable_params: int
+    total_params: int
+
+    # What the memory and time model needs (compiler/plan/hardware.py reads these through the kind):
+    quantized_base: ClassVar[bool] = False  # the frozen base is held in 4 bits (bitsandbytes NF4/FP4)
+    sequences_per_example: ClassVar[int] = 1  # preference methods score a chosen and a rejected sequence
+    reference_forward: ClassVar[bool] = False  # each step also runs a frozen reference model forward; without
+    # an adapter to switch off, that reference is a second copy of the base in memory
+    utilization: ClassVar[float | None] = None  # the share of the GPU's peak to assume; None: by adapter
+
+    @property
+    def produces_adapter(self) -> bool:
+        """The run's output is a LoRA adapter on the base (merge folds it in; serve can load it as an adapter)."""
+        return self.adapter == "lora"
+
+
+def utilization_of(plan: type[MethodPlan], adapter: str) -> float:
+    """The share of the GPU's peak the time estimate assumes: 35% with an adapter, 40% for full weights, unless
+    the method says otherwise (QLoRA dequantizes on every matmul)."""
+    if plan.utilization is not None:
+        return plan.utilization
+    return 0.35 if adapter == "lora" else 0.40
+
+
+@dataclass(frozen=True)
+class ResolveContext:
+    """What a method needs to resolve its plan entry besides its own table."""
+
+    info: ModelInfo
+    accelerator: str  # "auto" | "cpu" | "cuda"
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    kind: str
+    spec: type[SpecModel]
+    plan: type[MethodPlan]
+    template: str  # the script template under templates/
+    trains_on: Literal["demonstrations", "preferences"]
+    words: str  # how `ftc plan` names it
+    key_words: str  # what a key of this method is, for "unknown key" hints: '"r" is {key_words}'
+    resolve: Callable[[Any, ResolveContext], MethodPlan]
+    learning_rate: Callable[[Any], float]  # the default when the spec gives none
+    learning_rate_range: tuple[float, float] | None = None  # outside it, a warning
+    token_loss: bool = True  # the training loss is a per-token likelihood (so a high one means underfitting)
+    packing: bool = True  # the default of data.packing
+    cuda_optim: str = "adamw_torch"  # what optim = "auto" means on CUDA
+    lighter: str | None = None  # the kind the hardware planner suggests when this one does not fit
+    checks: Callable[[LoadedSpec], Iterator[Diagnostic]] | None = None  # checks on the spec for this method alone
+    model_check: Callable[[Any, ModelInfo], tuple[str, str, str] | None] | None = None  # (key, message, hint)
+
+    def describe(self, plan: MethodPlan) -> str:
+        """How `ftc plan` names the method; a method whose adapter is a choice says which it is."""
+        if "adapter" not in self.spec.model_fields:
+            return self.words
+        return self.words + (", with a LoRA adapter" if plan.produces_adapter else ", updating every weight")
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """Every template file the generated script is rendered from."""
+        return (self.template, *SCRIPT_SUPPORT)

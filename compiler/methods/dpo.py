@@ -1,0 +1,95 @@
+"""kind = "dpo": Direct Preference Optimization on chosen/rejected pairs (trl's DPOTrainer), with a LoRA adapter
+or on every weight."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from ftc.compiler.methods.base import MethodDef, ResolveContext
+from ftc.compiler.methods.lora import LORA_KEYS, LoraFields, LoraPlanFields, check_scale, check_targets, lora_arguments, lora_trainable_params
+
+
+class Dpo(LoraFields):
+    kind: Literal["dpo"] = Field(description="Direct Preference Optimization on chosen/rejected pairs (trl).")
+    adapter: Literal["lora", "none"] = Field(
+        default="lora",
+        description="'lora' trains a LoRA adapter (the LoRA keys apply); 'none' updates every weight.",
+    )
+    beta: float = Field(
+        default=0.1, gt=0.0, le=10.0, description="Strength of the pull towards the reference model."
+    )
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = Field(
+        default="sigmoid", description="DPO loss variant, as trl names it."
+    )
+    reference: str = Field(
+        default="base",
+        min_length=1,
+        description=(
+            "The reference model: 'base' (the base model; with a LoRA adapter trl disables the adapter "
+            "instead of loading a copy) or the path of another model."
+        ),
+    )
+
+
+class DpoPlan(LoraPlanFields):
+    kind: Literal["dpo"]
+    beta: float
+    loss_type: str
+    reference: str
+
+    sequences_per_example: ClassVar[int] = 2
+    reference_forward: ClassVar[bool] = True
+
+
+def _resolve(method: Dpo, ctx: ResolveContext) -> DpoPlan:
+    lora = method.adapter == "lora"
+    return DpoPlan(
+        kind="dpo",
+        adapter=method.adapter,
+        **(lora_arguments(method) if lora else {}),
+        beta=method.beta,
+        loss_type=method.loss_type,
+        reference=method.reference,
+        trainable_params=lora_trainable_params(method, ctx.info) if lora else ctx.info.total_params,
+        total_params=ctx.info.total_params,
+    )
+
+
+def _checks(loaded: Any) -> Iterator[Any]:
+    spec = loaded.spec
+    method = spec.method
+    if method.adapter == "none":
+        for key in sorted(set(method.model_fields_set) & set(LORA_KEYS)):
+            yield loaded.diag(f"method.{key}", f"{key} has no effect with adapter = \"none\"", 'remove it, or set adapter = "lora"', value=False)
+    if method.reference != "base" and method.adapter == "lora":
+        yield loaded.diag("method.reference", "with a LoRA adapter the reference is the base model with the adapter off", 'remove reference, or set adapter = "none" to train full weights against it')
+    elif method.reference != "base" and not loaded.resolve(method.reference).exists():
+        yield loaded.diag("method.reference", f"reference model not found: {method.reference}", "use 'base' or a local model folder relative to the spec")
+    if spec.data.packing:
+        yield loaded.diag("data.packing", "packing is not available for DPO", "remove data.packing, or set it to false")
+    if method.adapter == "lora":
+        yield from check_scale(loaded)
+
+
+def _model_check(method: Dpo, info: Any) -> tuple[str, str, str] | None:
+    return check_targets(method, info) if method.adapter == "lora" else None
+
+
+DPO = MethodDef(
+    kind="dpo",
+    spec=Dpo,
+    plan=DpoPlan,
+    template="dpo.py.j2",
+    trains_on="preferences",
+    words="DPO on preference pairs",
+    key_words="a DPO setting",
+    resolve=_resolve,
+    learning_rate=lambda method: 5e-5 if method.adapter == "lora" else 5e-6,
+    token_loss=False,  # the DPO loss compares the pair's log-ratios: no loss level means "high"
+    packing=False,
+    checks=_checks,
+    model_check=_model_check,
+)
