@@ -131,8 +131,8 @@ def setup(args) -> None:
         builds[method] = {
             "build": str(build.directory.relative_to(work)),
             "compile_seconds": round(time.perf_counter() - t, 1),
-            "estimates": build.lock["estimates"],
-            "packed_sequences": build.lock["data"]["splits"]["train"].get("packed_sequences"),
+            "estimates": build.lock.estimates.model_dump(mode="json"),
+            "packed_sequences": build.lock.data.splits["train"].packed_sequences,
             "warnings": [w.message for w in build.warnings],
         }
     result["builds"] = builds

@@ -298,7 +298,7 @@ def main() -> None:
         t = time.perf_counter()
         build = compile_ftc(folder, spec_text("bench-ftc", base, "lora", steps, micro, accumulation, args.learning_rate))
         compile_s = time.perf_counter() - t
-        lock = build.lock
+        lock = build.lock.to_json()  # the lock as ftc.lock.json holds it
         split = lock["data"]["splits"]["train"]
         print(f"compiled in {compile_s:.1f}s: {split['examples']} examples, {split['tokens']} tokens, "
               f"{split.get('packed_sequences')} packed sequences of <= {MAX_LENGTH}", flush=True)

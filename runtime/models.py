@@ -1,8 +1,9 @@
 """Load what a run trained, from its folder alone: the base model, the tuned model and the tokenizer.
 
-Everything comes from the run's copy of the plan (RUN/ftc.lock.json) and mirrors the generated script
-(templates/sft.py.j2: model_location, load_dense and the QLoRA branch), so that these are the models the
-run trained against:
+Everything comes from the run's copy of the plan (RUN/ftc.lock.json). The dense base loads through the very
+function the generated script includes (templates/load_model.py: load_dense); where the base is and the QLoRA
+branch follow the script (templates/sft.py.j2: model_location and the QLoRA branch), so that these are the
+models the run trained against:
   - a GGUF base is unpacked on load (GgufConfig(dequantize=True)) and the loading-only marker removed;
     any other base loads from safetensors only;
   - QLoRA quantizes a dense base to 4 bits with the plan's bitsandbytes settings. For a GGUF base the
@@ -23,6 +24,7 @@ from ftc.compiler.hashing import sha256_bytes
 from ftc.compiler.plan.inputs import InputError, package_file
 from ftc.compiler.plan.model import Lock
 
+from ftc.templates.load_model import load_dense
 from ftc.runtime.runfolder import (
     CHAT_TEMPLATE_NAME,
     DEQUANTIZED_BASE,
@@ -191,29 +193,16 @@ def load_tokenizer(run: RunFolder):
     return tokenizer
 
 
-def _load_dense(where: str, dtype, args: dict[str, Any]):
-    from transformers import AutoModelForCausalLM, GgufConfig
-
-    if args.get("gguf_file") is None:
-        return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **args)
-    model = AutoModelForCausalLM.from_pretrained(
-        where, dtype=dtype, quantization_config=GgufConfig(dequantize=True), **args
-    )
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    return model
-
-
-def _attn(run: RunFolder) -> dict[str, Any]:
+def _attn(run: RunFolder) -> str | None:
     attn = run.lock.model.attn_implementation
-    return {} if attn == "auto" else {"attn_implementation": attn}
+    return None if attn == "auto" else attn
 
 
 def load_dense_base(run: RunFolder, place: Placement):
     """The base model with dense weights in the plan's dtype, as the run loaded it for LoRA and full training."""
     where, args = base_location(run)
     return (
-        _load_dense(where, place.dtype, {**args, **_attn(run)}).to(place.device).eval()
+        load_dense(where, place.dtype, _attn(run), args).to(place.device).eval()
     )
 
 
@@ -225,7 +214,7 @@ def load_quantized_base(run: RunFolder, place: Placement):
     if args["gguf_file"] is not None:
         dense = run.path / DEQUANTIZED_BASE
         if not (dense / "config.json").is_file():
-            _load_dense(where, place.dtype, {**args, **_attn(run)}).save_pretrained(
+            load_dense(where, place.dtype, _attn(run), args).save_pretrained(
                 str(dense)
             )
         where, args = str(dense), {"use_safetensors": True}
@@ -241,7 +230,7 @@ def load_quantized_base(run: RunFolder, place: Placement):
         dtype=place.dtype,
         quantization_config=config,
         device_map={"": place.device},
-        **_attn(run),
+        attn_implementation=_attn(run),
         **args,
     )
     import bitsandbytes as bnb
@@ -297,7 +286,7 @@ def load_tuned(run: RunFolder, place: Placement, base=None):
             dtype=place.dtype,
             use_safetensors=True,
             trust_remote_code=trust,
-            **_attn(run),
+            attn_implementation=_attn(run),
         )
         return model.to(place.device).eval()
     return attach_adapter(run, load_base(run, place) if base is None else base)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ftc.compiler.plan.modelinfo import ModelInfo
     from ftc.compiler.spec.validate import LoadedSpec
 
-SCRIPT_SUPPORT = ("prepare.py", "run_support.py")  # included verbatim by every method's template
+SCRIPT_SUPPORT = ("load_model.py", "prepare.py", "run_support.py")  # included verbatim by every method's template
 
 
 class MethodPlan(PlanModel):

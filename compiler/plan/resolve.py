@@ -162,7 +162,8 @@ def resolve(spec: Spec, m: Measured) -> Plan:
         launch=LaunchPlan(
             processes=devices,
             launcher="accelerate" if devices > 1 else "python",
-            command=f"build/{name}/launch.sh" if devices > 1 else f"python build/{name}/train.py",
+            # -P: the script's folder does not go first on sys.path, so nothing planted beside it is imported
+            command=f"build/{name}/launch.sh" if devices > 1 else f"python -P build/{name}/train.py",
         ),
         estimates=estimates(work, target, training, data),
     )

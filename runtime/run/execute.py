@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ftc.compiler.exitcodes import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUT_OF_MEMORY
 from ftc.compiler import __version__
 from ftc.compiler.build.compile import SCRIPT_NAME, Build
 from ftc.compiler.build.stale import check_hashes, stale_reasons
@@ -50,7 +51,7 @@ from ftc.runtime.runfolder import (
 )
 
 # Exit statuses of the generated scripts (templates/run_support.py) and what they mean.
-SCRIPT_STATUS = {0: "completed", 130: "interrupted", 3: "out_of_memory", 4: "disk_full"}
+SCRIPT_STATUS = {EXIT_OK: "completed", EXIT_INTERRUPTED: "interrupted", EXIT_OUT_OF_MEMORY: "out_of_memory", EXIT_DISK_FULL: "disk_full"}
 
 
 class RunRefused(Exception):
@@ -361,6 +362,18 @@ def _pump(stream, log_path: Path, show: Callable[[str], None]) -> None:
             show(line.rstrip("\n"))
 
 
+def script_env() -> dict[str, str]:
+    """The environment the training script (and every process its launcher starts) runs in."""
+    # ftc draws the progress: the libraries' own bars would only scroll past as lines of carriage returns
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+    # The script's folder never goes first on sys.path (Python's safe-path mode): a file planted next to train.py,
+    # say build/<name>/argparse.py, is not imported in place of the real module.
+    env["PYTHONSAFEPATH"] = "1"
+    # launch.sh calls `accelerate`: the one installed next to this Python, even in a virtual environment not activated
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
 def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str], resume: bool, display) -> RunRecord:
     """Run the build as a child process, show its progress, and return the final run record.
 
@@ -372,12 +385,8 @@ def execute(build: Build, run_dir: Path, device: dict[str, Any], drift: list[str
         command.append("--resume")
     tail = EventTail(run_dir / EVENTS)
     session = Session(max_steps=record.max_steps)
-    # ftc draws the progress: the libraries' own bars would only scroll past as lines of carriage returns
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
-    # launch.sh calls `accelerate`: the one installed next to this Python, even in a virtual environment not activated
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     child = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+        command, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
         process_group=0,  # Ctrl-C reaches ftc only, which passes it on once per press
     )
     record = updated(record, sessions=(*record.sessions[:-1], updated(record.sessions[-1], pid=child.pid)))

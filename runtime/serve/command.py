@@ -51,6 +51,7 @@ from importlib import util
 from pathlib import Path
 from typing import Any
 
+from ftc.compiler.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from ftc.compiler.hashing import sha256_bytes
 
 from ftc.runtime.runfolder import RUN_RECORD, ParityCheck, record_parity
@@ -238,7 +239,7 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
             except (ServeRefused, PromptsUnavailable) as exc:
                 report.__exit__(None, None, None)
                 err.print(f"ftc serve: refused: {exc}", markup=False)
-                return 2
+                return EXIT_USAGE
             target, settings = p.target, p.settings
             for note in p.notes:
                 report.say(f"ftc serve: note: {note}")
@@ -285,7 +286,7 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
                     console.print(f'recorded under "serve" in {target.run_dir / RUN_RECORD}', markup=False)
                 if record.status != "passed":
                     err.print(f"ftc serve: the parity gate failed; stopping vLLM (its log: {target.log})", markup=False)
-                    return 1
+                    return EXIT_PROBLEMS
             serving = True
             print_ready(out, server.url, settings, target)
             while server.running():
@@ -296,10 +297,10 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
             err.print("\nftc serve: stopping vLLM", markup=False)
             status = server.stop()
             err.print(f"ftc serve: vLLM stopped (status {status})", markup=False)
-        return 0 if serving else 130
+        return EXIT_OK if serving else EXIT_INTERRUPTED
     except (ServeFailed, ServerRequestFailed) as exc:
         err.print(f"ftc serve: {exc}", markup=False)
-        return 1
+        return EXIT_PROBLEMS
     finally:
         if server is not None and server.running():
             server.stop()

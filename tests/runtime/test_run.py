@@ -297,3 +297,18 @@ def test_early_stopping_on_validation_loss(tmp_path, tiny_model):
     best = load_file(str(run_dir / "checkpoints" / "checkpoint-6" / "model.safetensors"))
     final = load_file(str(run_dir / "final" / "model.safetensors"))
     assert max_difference(best, final) == 0.0  # final/ is the best model, not the last
+
+
+def test_the_script_never_imports_a_file_planted_beside_it(tmp_path):
+    """A module planted in the build folder is not imported in place of the standard library's: the script runs
+    with the safe-path environment `ftc run` gives it (the hash check refuses such a build before that)."""
+    from ftc.runtime.run.execute import script_env
+
+    folder = tmp_path / "build" / "x"
+    folder.mkdir(parents=True)
+    (folder / "argparse.py").write_text("import sys; sys.exit(7)\n", encoding="utf-8")
+    (folder / "train.py").write_text("import argparse\nprint(argparse.ArgumentParser.__name__)\n", encoding="utf-8")
+    ran = subprocess.run([sys.executable, str(folder / "train.py")], env=script_env(), capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout.strip() == "ArgumentParser", ran.stderr
+    planted = subprocess.run([sys.executable, str(folder / "train.py")], capture_output=True, text=True)
+    assert planted.returncode == 7  # without it, Python puts the script's folder first and runs the planted file

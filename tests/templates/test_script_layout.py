@@ -17,7 +17,7 @@ from ftc.compiler.build import render
 from ftc.compiler.build.render import LINE, py_literal, support
 
 GOLDEN_SCRIPTS = sorted((REPO / "tests" / "golden").glob("*/train.py"))
-SUPPORT_FILES = ("prepare.py", "run_support.py")
+SUPPORT_FILES = ("load_model.py", "prepare.py", "run_support.py")
 LONGEST_LINE = 120
 
 
