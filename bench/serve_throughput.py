@@ -73,11 +73,12 @@ def post(url: str, body: dict) -> dict:
 
 
 def bench_vllm(model_dir: Path, conversations, tokens: int, rounds: int, tmp: Path, env_extra: dict[str, str]) -> dict:
+    from transformers import AutoTokenizer
+
     from ftc.runtime.generate import stop_token_ids
     from ftc.runtime.serve.settings import Settings, check_port_free
     from ftc.runtime.serve.target import Target
     from ftc.runtime.serve.vllm import VllmServer, server_command, write_generation_config
-    from transformers import AutoTokenizer
 
     port = 8411
     check_port_free("127.0.0.1", port)

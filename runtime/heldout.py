@@ -14,10 +14,9 @@ from ftc.compiler.build.compile import build_dir
 from ftc.compiler.data.read import DataProblem, Record, iter_records
 from ftc.compiler.hashing import FileHasher
 from ftc.compiler.plan.inputs import relative_to_root
-from ftc.templates import prepare
-
 from ftc.runtime.models import RunFolder
 from ftc.runtime.runfolder import LOCK, RunFolderError
+from ftc.templates import prepare
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftc.templates import prepare
-
 from ftc.runtime.generate import stop_token_ids
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import (
@@ -73,6 +71,7 @@ from ftc.runtime.runfolder import (
     MergeTolerance,
     update_record,
 )
+from ftc.templates import prepare
 
 PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 

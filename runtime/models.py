@@ -23,8 +23,6 @@ from ftc.compiler.build.compile import build_dir
 from ftc.compiler.hashing import sha256_bytes
 from ftc.compiler.plan.inputs import InputError, package_file
 from ftc.compiler.plan.model import Lock
-
-from ftc.templates.load_model import load_dense
 from ftc.runtime.runfolder import (
     CHAT_TEMPLATE_NAME,
     DEQUANTIZED_BASE,
@@ -33,6 +31,7 @@ from ftc.runtime.runfolder import (
     read_record,
     run_lock,
 )
+from ftc.templates.load_model import load_dense
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME  # final/ and merged/ hold the locked template under it
 from ftc.compiler.build.lock import LOCK_NAME, LockError, read_lock, write_atomic
-from ftc.compiler.plan.model import Lock
 from ftc.compiler.diagnostics import errors
+from ftc.compiler.plan.model import Lock
 from ftc.compiler.spec.validate import parse
 
 # ---- the layout -----------------------------------------------------------------------------------------

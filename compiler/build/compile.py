@@ -12,22 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.spec.checks import validate
+from ftc.compiler.build.lock import LOCK_NAME, LockError, canonical, plan_hash, read_lock, write_atomic
+from ftc.compiler.build.render import render_script, render_text, template_hashes
 from ftc.compiler.data.clean import REPORT_NAME as CLEANING_REPORT
 from ftc.compiler.data.clean import jsonl
 from ftc.compiler.data.read import position, unit_of
+from ftc.compiler.data.splits import DataSource, StreamedFile
+from ftc.compiler.data.tokens import SplitStats, measure
 from ftc.compiler.diagnostics import Diagnostic, SpecError, errors
+from ftc.compiler.hashing import FileHasher, sha256_text
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan.fit import fit_diagnostics
-from ftc.compiler.hashing import FileHasher, sha256_text
 from ftc.compiler.plan.inputs import InputError, relative_to_root, resolve_model
-from ftc.compiler.build.lock import LOCK_NAME, LockError, canonical, plan_hash, read_lock, write_atomic
 from ftc.compiler.plan.model import Lock, ModelInput, Plan
 from ftc.compiler.plan.modelinfo import TokenizerInfo, inspect_model, load_tokenizer, tokenizer_info
 from ftc.compiler.plan.resolve import Measured, installed_versions, resolve, resolve_strategy
-from ftc.compiler.build.render import render_script, render_text, template_hashes
-from ftc.compiler.data.splits import DataSource, StreamedFile
-from ftc.compiler.data.tokens import SplitStats, measure
+from ftc.compiler.spec.checks import validate
 from ftc.compiler.spec.validate import LoadedSpec
 
 SCRIPT_NAME = "train.py"

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME, EXECUTABLE, SCRIPT_NAME, launch_templates, script_paths
-from ftc.compiler.hashing import FileHasher, sha256_text
 from ftc.compiler.build.lock import LOCK_NAME, LockError, plan_hash, read_lock, write_atomic
+from ftc.compiler.build.render import render_script, render_text, template_hashes
+from ftc.compiler.hashing import FileHasher, sha256_text
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan.model import Lock
-from ftc.compiler.build.render import render_script, render_text, template_hashes
 
 REQUIREMENTS_NAME = "requirements.txt"
 README_NAME = "README.md"

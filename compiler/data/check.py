@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from ftc.compiler.build.compile import _is_hub, chat_template_for
-from ftc.compiler.spec.checks import extra_fields, validate
 from ftc.compiler.data.clean import Cleaning, clean_value
+from ftc.compiler.data.packing import predict_packed_count
 from ftc.compiler.data.read import DataProblem, Record, position, survey, unit_of
+from ftc.compiler.data.splits import DataSource
+from ftc.compiler.data.tokens import SplitStats, measure
 from ftc.compiler.diagnostics import Diagnostic, errors
 from ftc.compiler.hashing import FileHasher
 from ftc.compiler.plan.inputs import InputError, resolve_model
 from ftc.compiler.plan.modelinfo import load_tokenizer, tokenizer_info
-from ftc.compiler.data.packing import predict_packed_count
 from ftc.compiler.plan.resolve import PACKING_STRATEGY
-from ftc.compiler.data.splits import DataSource
-from ftc.compiler.data.tokens import SplitStats, measure
+from ftc.compiler.spec.checks import extra_fields, validate
 from ftc.compiler.spec.validate import LoadedSpec, display_path
 
 LABEL_SET_LIMIT = 20  # answers that take at most this many distinct values are treated as labels

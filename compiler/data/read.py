@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ftc.templates.prepare import record_from_row
-
 from ftc.compiler.data.records import record_problems
+from ftc.templates.prepare import record_from_row
 
 Format = Literal["chat", "completion", "preference", "text"]
 

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from ftc.templates import prepare
-
-from ftc.compiler.spec.checks import extra_fields
 from ftc.compiler.data.clean import Cleaning, clean_stream, jsonl_line, to_chat
 from ftc.compiler.data.read import Record, detect_format, iter_records
-from ftc.compiler.plan.inputs import relative_to_root
 from ftc.compiler.data.records import record_problems
+from ftc.compiler.plan.inputs import relative_to_root
+from ftc.compiler.spec.checks import extra_fields
 from ftc.compiler.spec.validate import LoadedSpec, display_path
+from ftc.templates import prepare
 
 
 @dataclass(frozen=True)

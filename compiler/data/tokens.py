@@ -22,9 +22,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftc.templates import prepare
-
 from ftc.compiler.data.read import Record
+from ftc.templates import prepare
 
 CHUNK = 64  # records per tokenizer call, and per task sent to a worker
 START_WORKERS_AFTER_S = 5.0  # seconds in this process before workers start, and of their trial against it

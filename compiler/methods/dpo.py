@@ -9,7 +9,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ftc.compiler.methods.base import MethodDef, ResolveContext
-from ftc.compiler.methods.lora import LORA_KEYS, LoraFields, LoraPlanFields, check_scale, check_targets, lora_arguments, lora_trainable_params
+from ftc.compiler.methods.lora import (
+    LORA_KEYS,
+    LoraFields,
+    LoraPlanFields,
+    check_scale,
+    check_targets,
+    lora_arguments,
+    lora_trainable_params,
+)
 
 
 class Dpo(LoraFields):

@@ -8,7 +8,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ftc.compiler.methods.base import MethodDef, ResolveContext
-from ftc.compiler.methods.lora import LoraFields, LoraPlanFields, check_scale, check_targets, lora_arguments, lora_trainable_params
+from ftc.compiler.methods.lora import (
+    LoraFields,
+    LoraPlanFields,
+    check_scale,
+    check_targets,
+    lora_arguments,
+    lora_trainable_params,
+)
 from ftc.compiler.plan.base import per_device
 
 UTILIZATION = 0.25  # of the GPU's peak: QLoRA dequantizes the base on every matmul

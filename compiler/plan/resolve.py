@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftc.compiler import __version__
+from ftc.compiler.data.packing import predict_packed_count
+from ftc.compiler.data.tokens import SplitStats
 from ftc.compiler.methods import METHODS, MethodPlan, ResolveContext
 from ftc.compiler.plan.base import per_device
 from ftc.compiler.plan.hardware import Workload, choose_micro_batch, estimates, make_workload, target_of
@@ -37,9 +39,7 @@ from ftc.compiler.plan.model import (
     ValidationPlan,
 )
 from ftc.compiler.plan.modelinfo import ModelInfo, TokenizerInfo
-from ftc.compiler.data.packing import predict_packed_count
 from ftc.compiler.spec import Hardware, Spec
-from ftc.compiler.data.tokens import SplitStats
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "lm_eval", "vllm", "gguf")
 PACKING_STRATEGY = "bfd"

@@ -10,9 +10,9 @@ from pathlib import Path
 from ftc.compiler.data.clean import Cleaning, clean_value
 from ftc.compiler.data.read import SUFFIXES, Format, survey
 from ftc.compiler.diagnostics import Diagnostic
-from ftc.compiler.spec.gates import GRAMMAR, parse_gate
-from ftc.compiler.plan.inputs import InputError, hub_cache_has, package_file
 from ftc.compiler.methods import METHODS
+from ftc.compiler.plan.inputs import InputError, hub_cache_has, package_file
+from ftc.compiler.spec.gates import GRAMMAR, parse_gate
 from ftc.compiler.spec.hardware import GPU_TYPES
 from ftc.compiler.spec.validate import LoadedSpec, display_path, parse
 

@@ -18,10 +18,10 @@ import annotated_types as at
 import pydantic
 
 from ftc.compiler.diagnostics import Diagnostic, did_you_mean, one_of
-from ftc.compiler.spec.source import Path as KeyPath
-from ftc.compiler.spec.source import SourceMap, map_source
 from ftc.compiler.methods import METHOD_KINDS, METHODS
 from ftc.compiler.spec import Spec
+from ftc.compiler.spec.source import Path as KeyPath
+from ftc.compiler.spec.source import SourceMap, map_source
 
 _SYNTAX_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd)$", re.IGNORECASE)

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.spec.gates import parse_gate
-from ftc.compiler.hashing import sha256_bytes
 from ftc.compiler.build.lock import plan_hash
-
+from ftc.compiler.hashing import sha256_bytes
+from ftc.compiler.spec.gates import parse_gate
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 from ftc.runtime.evaluate.ask import Decoding, Questions, Side, Tasks, ask_models, prepare_tasks, read_questions

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from ftc.compiler.spec.gates import Gate, parse_gate
-
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 

@@ -34,7 +34,19 @@ from ftc.compiler.build.lock import write_atomic
 from ftc.compiler.plan.model import Lock
 from ftc.runtime.report import plots
 from ftc.runtime.report.gather import ANSWER_CHARS, Report, gather_report, is_number
-from ftc.runtime.runfolder import EVAL, EVAL_ENDPOINT, EVENTS, LOCK, REPORT, RUN_RECORD, Device, EvalRecord, MergeCheck, ParityCheck, RunRecord
+from ftc.runtime.runfolder import (
+    EVAL,
+    EVAL_ENDPOINT,
+    EVENTS,
+    LOCK,
+    REPORT,
+    RUN_RECORD,
+    Device,
+    EvalRecord,
+    MergeCheck,
+    ParityCheck,
+    RunRecord,
+)
 
 
 def write_report(run_dir: Path, output: Path | None = None, step: Callable[[str], None] = lambda label: None) -> tuple[Path, Report]:

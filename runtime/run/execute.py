@@ -24,14 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ftc.compiler.exitcodes import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUT_OF_MEMORY
 from ftc.compiler import __version__
 from ftc.compiler.build.compile import SCRIPT_NAME, Build
-from ftc.compiler.build.stale import check_hashes, stale_reasons
 from ftc.compiler.build.lock import LOCK_NAME, LockError, plan_hash, read_lock
+from ftc.compiler.build.stale import check_hashes, stale_reasons
+from ftc.compiler.exitcodes import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUT_OF_MEMORY
 from ftc.compiler.plan.model import Lock
 from ftc.compiler.plan.resolve import installed_versions
-
 from ftc.runtime.runfolder import (
     CHECKPOINTS,
     EVENTS,
@@ -42,12 +41,16 @@ from ftc.runtime.runfolder import (
     Device,
     RunFolderError,
     RunRecord,
-    Session as SessionRecord,
     newest_run,
     read_record,
-    runs_folder as project_runs,
     updated,
     write_record,
+)
+from ftc.runtime.runfolder import (
+    Session as SessionRecord,
+)
+from ftc.runtime.runfolder import (
+    runs_folder as project_runs,
 )
 
 # Exit statuses of the generated scripts (templates/run_support.py) and what they mean.

@@ -53,7 +53,6 @@ from typing import Any
 
 from ftc.compiler.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from ftc.compiler.hashing import sha256_bytes
-
 from ftc.runtime.runfolder import RUN_RECORD, ParityCheck, record_parity
 from ftc.runtime.serve.parity import (
     Generation,

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from ftc.compiler.hashing import sha256_bytes
-
 from ftc.runtime.generate import stop_token_ids
 from ftc.runtime.merge import PICKLES
 from ftc.runtime.models import (

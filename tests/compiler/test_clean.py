@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftc.compiler.build.compile import compile_build, write_build
+from ftc.compiler.build.eject import eject
 from ftc.compiler.data.clean import Cleaning, clean_records, clean_value
 from ftc.compiler.data.read import Record
-from ftc.compiler.build.eject import eject
 
 texts = st.sampled_from(["", " ", "Hi", "hi", " hi  ", "HI", "caf\u00e9", "cafe\u0301", "\uff48\uff49", "a  b", "a b"])
 turns = st.lists(st.tuples(st.sampled_from(["user", "assistant"]), texts), min_size=1, max_size=4)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ftc.compiler.spec.checks import validate
 from ftc.compiler.diagnostics import Diagnostic
+from ftc.compiler.spec.checks import validate
 
 TESTS = Path(__file__).resolve().parent.parent
 CORPUS = TESTS / "invalid"

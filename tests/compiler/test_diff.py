@@ -9,8 +9,8 @@ from built import quickstart, quickstart_lock
 
 from ftc.cli import compile as cli_compile
 from ftc.cli import main as cli
-from ftc.compiler.plan.diff import SECTIONS, changes, diff_locks
 from ftc.compiler.build.lock import canonical
+from ftc.compiler.plan.diff import SECTIONS, changes, diff_locks
 
 
 def _items(lines: list[str]) -> list[str]:

@@ -11,8 +11,8 @@ import pytest
 from conftest import GOLDEN_PACKAGES, REPO
 
 from ftc.compiler.build.compile import compile_build
-from ftc.compiler.spec.checks import validate
 from ftc.compiler.diagnostics import errors
+from ftc.compiler.spec.checks import validate
 
 SPECS = sorted((REPO / "specs").glob("*.toml"))
 GOLDEN = REPO / "tests" / "golden"

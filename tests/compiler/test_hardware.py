@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import GOLDEN_PACKAGES
+
 from ftc.compiler.build.compile import compile_build
 from ftc.compiler.diagnostics import SpecError, render
 from ftc.compiler.plan.gpus import GPUS

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ftc.cli import main as cli
-from ftc.compiler.spec.checks import validate
 from ftc.compiler.diagnostics import errors
+from ftc.compiler.spec.checks import validate
 from ftc.compiler.spec.starter import default_name, render_starter, toml_string
 
 DATA = REPO / "specs" / "data"

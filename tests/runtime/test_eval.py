@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_runs import trained_run
+
 from ftc.cli.main import main
 from ftc.compiler.build.lock import LOCK_NAME
 from ftc.runtime.evaluate import diagnose as dg
@@ -15,7 +17,6 @@ from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 from ftc.runtime.evaluate.compare import EVAL, Evaluation, check_gates, resolve_run
 from ftc.runtime.runfolder import EvalRecord
-from tiny_runs import trained_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -210,7 +211,7 @@ def test_usage_errors(tmp_path):
 
 
 def test_endpoint_refusals_before_any_model_loads(tmp_path, monkeypatch):
-    from ftc.runtime.evaluate.endpoint import EndpointError, Endpoint, open_endpoint
+    from ftc.runtime.evaluate.endpoint import Endpoint, EndpointError, open_endpoint
 
     with pytest.raises(EndpointError, match="not an http"):
         open_endpoint("localhost:8000", None, None, None)
@@ -360,8 +361,8 @@ def test_eval_end_to_end_on_a_tiny_run(tiny_lora, tmp_path, monkeypatch, capsys)
 
 
 def test_batched_answers_equal_one_at_a_time(tiny_lora):
-    from ftc.runtime.heldout import held_out
     from ftc.runtime.generate import generate_answers, prompt_of, stop_token_ids
+    from ftc.runtime.heldout import held_out
     from ftc.runtime.models import (
         attach_adapter,
         load_tokenizer,

@@ -5,11 +5,19 @@ from the base and from the base with the adapter merged in memory."""
 from __future__ import annotations
 
 import pytest
+from tiny_runs import trained_run
+
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate.ask import Decoding, Questions, Tasks, ask_models, prepare_tasks, read_questions
 from ftc.runtime.generate import generate_answers, stop_token_ids
-from ftc.runtime.models import attach_adapter, load_tokenizer, load_trained_base, locked_chat_template, open_run, placement
-from tiny_runs import trained_run
+from ftc.runtime.models import (
+    attach_adapter,
+    load_tokenizer,
+    load_trained_base,
+    locked_chat_template,
+    open_run,
+    placement,
+)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from both."""
 from __future__ import annotations
 
 import pytest
+
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 from ftc.runtime.evaluate.ask import Side

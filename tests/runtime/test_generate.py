@@ -5,6 +5,8 @@ greedy answers vary from token to token."""
 from __future__ import annotations
 
 import pytest
+from tiny import CHAT_TEMPLATE, make_tokenizer
+
 from ftc.runtime.generate import (
     Answer,
     cut_at_stop,
@@ -17,7 +19,6 @@ from ftc.runtime.generate import (
     render_prompt,
     stop_token_ids,
 )
-from tiny import CHAT_TEMPLATE, make_tokenizer
 
 IM_END = "<|im_end|>"
 QUESTIONS = ["hello world", "the app crashes at login", "refund my order please", "Count: one two three", "thanks"]

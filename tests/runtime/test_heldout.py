@@ -7,8 +7,9 @@ import json
 
 import pytest
 from conftest import REPO
-from ftc.compiler.data.read import iter_records
+
 from ftc.compiler.build.lock import read_lock
+from ftc.compiler.data.read import iter_records
 from ftc.compiler.plan.model import Lock
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import RunFolder

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_runs import trained_run
+
 from ftc.cli.main import main
 from ftc.runtime import merge
 from ftc.runtime.merge import MergeFailed, merge_run, verify
@@ -18,7 +20,6 @@ from ftc.runtime.models import (
     placement,
 )
 from ftc.runtime.runfolder import read_record
-from tiny_runs import trained_run
 
 IM_END = "<|im_end|>"
 
@@ -165,10 +166,10 @@ def test_usage_errors_exit_2(tmp_path):
 
 def test_preference_data_verifies_on_prompt_and_chosen(tmp_path):
     from conftest import REPO
-    from ftc.runtime.models import RunFolder
     from tiny import CHAT_TEMPLATE, make_tokenizer
 
     from ftc.compiler.build.lock import read_lock
+    from ftc.runtime.models import RunFolder
 
     lock = read_lock(REPO / "tests" / "golden" / "triage-dpo" / "ftc.lock.json")
     tokenizer = make_tokenizer()

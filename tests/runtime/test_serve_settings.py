@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from ftc.compiler.build.compile import compile_build
 from ftc.runtime.models import RunFolder
 from ftc.runtime.serve.settings import (
@@ -21,7 +22,6 @@ from ftc.runtime.serve.settings import (
     resolve_settings,
 )
 from ftc.runtime.serve.target import Target
-
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = """

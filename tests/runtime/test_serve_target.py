@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_runs import trained_run
+
 from ftc.runtime.generate import generate_one, prompt_ids, render_prompt
 from ftc.runtime.merge import merge_run
 from ftc.runtime.serve.settings import ServeOptions, ServeRefused, Settings
@@ -22,7 +24,6 @@ from ftc.runtime.serve.target import (
     shown_model,
     stop_ids_of,
 )
-from tiny_runs import trained_run
 
 CPU = Settings("127.0.0.1", 8000, "cpu", "float32", None, "tiny", None)
 

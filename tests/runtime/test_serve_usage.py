@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from rich.console import Console
+
 from ftc.runtime.serve.settings import Settings
 from ftc.runtime.serve.target import Target
 from ftc.runtime.serve.usage import print_ready, usage_lines
-from rich.console import Console
 
 
 def _target(adapter: Path | None = None) -> Target:

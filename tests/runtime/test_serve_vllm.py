@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from ftc.runtime.serve.settings import Settings
 from ftc.runtime.serve.target import Target
 from ftc.runtime.serve.vllm import (

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from peft import LoraConfig
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -36,7 +37,6 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
-from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
 # ---------------------------------------------------------------------------------------- constants

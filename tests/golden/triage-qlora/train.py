@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from peft import LoraConfig, prepare_model_for_kbit_training
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -37,7 +38,6 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
-from peft import LoraConfig, prepare_model_for_kbit_training
 from trl import SFTConfig, SFTTrainer
 
 # ---------------------------------------------------------------------------------------- constants
