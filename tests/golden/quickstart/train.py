@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -37,6 +36,7 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
+from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
 # ---------------------------------------------------------------------------------------- constants

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig, prepare_model_for_kbit_training
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -38,6 +37,7 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
+from peft import LoraConfig, prepare_model_for_kbit_training
 from trl import SFTConfig, SFTTrainer
 
 # ---------------------------------------------------------------------------------------- constants
