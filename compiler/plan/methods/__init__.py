@@ -1,1 +1,0 @@
-"""The method registry: every training method declared in one place (see registry.py)."""
