@@ -25,9 +25,6 @@ Method = Annotated[Union[tuple(m.spec for m in METHODS.values())], Field(discrim
 AnyMethodPlan = Annotated[Union[tuple(m.plan for m in METHODS.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
 
 
-def method_def(kind: str) -> MethodDef:
-    return METHODS[kind]
-
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -43,5 +40,4 @@ __all__ = [
     "MethodPlan",
     "Qlora",
     "ResolveContext",
-    "method_def",
 ]
