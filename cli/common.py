@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ftc.compiler.diagnostics import Diagnostic, render
+from ftc.compiler.diagnostics import Diagnostic, read_source, render
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,6 +21,8 @@ def spec_path(value: str) -> Path:
     path = Path(value)
     if path.is_dir():
         raise UsageError(f"{value} is a folder; give the spec file (.toml)")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{value} is not a regular file (a pipe, socket or device); give the spec file (.toml)")
     if not path.is_file():
         raise UsageError(f"spec not found: {value}")
     return path
@@ -81,9 +83,9 @@ def compile_or_report(spec: str, root: Path | None = None):
         with bar:
             build = compile_build(path, root=root, progress=tick)
     except SpecError as exc:
-        report(exc.diagnostics, {display(path): path.read_text(encoding="utf-8")})
+        report(exc.diagnostics, {display(path): read_source(path)})
         return None
-    report(build.warnings, {display(path): path.read_text(encoding="utf-8")})
+    report(build.warnings, {display(path): read_source(path)})
     return build
 
 
@@ -105,13 +107,12 @@ def step_reporter(status, quiet: bool = False):
 
 
 def quiet_model_loading() -> None:
-    """transformers' and bitsandbytes' load-time bars and notices would scroll through ftc's own progress."""
-    import logging
-    import warnings
-
+    """Before a verb loads a model: the libraries' bars and the notices known to be harmless would scroll through
+    ftc's own progress. Each is silenced by name (templates/load_model.py: quiet_known_notices, shared with the
+    generated scripts); any other warning still shows."""
     import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    from ftc.templates.load_model import quiet_known_notices
+
+    quiet_known_notices()
+    transformers.logging.disable_progress_bar()  # its own switch for the bars it draws while loading weights

@@ -22,14 +22,28 @@ def add_compile(verbs) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from ftc.compiler.build.compile import write_build
+    from ftc.compiler.build.compile import BuildError, write_build
 
     if args.check:
         return check(args.spec)
     build = compile_or_report(args.spec)
     if build is None:
         return EXIT_PROBLEMS
-    for path in write_build(build):
+    try:
+        written = write_build(build)
+    except BuildError as exc:
+        err.print(f"ftc compile: refused to write {display(build.directory)}/:", markup=False)
+        for problem in exc.problems:
+            err.print(f"  - {problem}", markup=False)
+        return EXIT_PROBLEMS
+    if not Path(args.spec).resolve().is_relative_to(Path.cwd().resolve()):
+        err.print(
+            f"ftc compile: warning: {args.spec} lies outside the working folder, which is the project root: the build "
+            f"went to {display(build.directory)}/ here, with paths relative to this folder; run ftc from the project's "
+            "root unless you meant this",
+            markup=False,
+        )
+    for path in written:
         out.print(f"wrote {display(path)}", markup=False)
     out.print(f"plan sha256:{build.plan_hash[:12]}; review it with `ftc plan {args.spec}`", markup=False)
     return EXIT_OK
@@ -38,6 +52,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def check(spec: str) -> int:
     """`--check`: compare the inputs' hashes and the build folder with the lock; compile in memory only when an
     input changed, to name every consequence (and to report the spec's diagnostics when it no longer compiles)."""
+    from ftc.compiler.build.compile import unsafe_build_paths
     from ftc.compiler.build.stale import check_hashes, stale_reasons
 
     found = check_hashes(spec_path(spec))
@@ -47,7 +62,9 @@ def check(spec: str) -> int:
         compiled.append(compile_or_report(spec))
         return compiled[-1]
 
-    reasons = stale_reasons(found, recompile)
+    # a link in the build is followed by the hashes below: it must be named before they are trusted
+    unsafe = unsafe_build_paths(found.directory, found.lock.artifacts if found.lock else ()) if found.directory else []
+    reasons = unsafe or stale_reasons(found, recompile)
     if compiled and compiled[-1] is None:
         return EXIT_PROBLEMS  # its diagnostics say why
     shown = display(found.directory) if found.directory else "the build"
@@ -143,7 +160,7 @@ def _lock_for_diff(value: str) -> tuple[dict | None, str]:
     try:
         lock = read_lock(path)
     except (ValueError, OSError) as exc:
-        err.print(f"ftc diff: cannot read {display(path)}: {exc}", markup=False)
+        err.print(f"ftc diff: cannot read {display(path)}: {str(exc).removeprefix(f'{path}: ')}", markup=False)
         return None, value
     return lock, f"{display(path)} (plan sha256:{plan_hash(lock)[:12]})"
 
@@ -165,7 +182,7 @@ def add_eject(verbs) -> None:
 
 
 def cmd_eject(args: argparse.Namespace) -> int:
-    from ftc.compiler.build.eject import EjectError, eject, write_ejected
+    from ftc.compiler.build.eject import DestinationError, EjectError, eject, write_ejected
 
     build, dest = Path(args.build), Path(args.dest)
     if not build.is_dir():
@@ -174,6 +191,8 @@ def cmd_eject(args: argparse.Namespace) -> int:
         )
     try:
         written = write_ejected(eject(build, dest), dest, force=args.force)
+    except DestinationError as exc:
+        raise UsageError(str(exc)) from None
     except EjectError as exc:
         err.print(f"ftc eject: {exc}", markup=False)
         return EXIT_PROBLEMS

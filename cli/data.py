@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 
 from ftc.cli.common import display, err, out, progress, report, spec_path
-from ftc.compiler.diagnostics import errors
+from ftc.compiler.diagnostics import errors, read_source
 from ftc.compiler.exitcodes import EXIT_OK, EXIT_PROBLEMS
+from ftc.compiler.spec.checks import lines_of
+
+SHOWN_PROBLEMS = 50  # problems printed before "and N more": the full list is in --json
+SHOWN_GROUPS = 5  # duplicate groups, and labels, printed before "and N more"
 
 
 def add_data(verbs) -> None:
@@ -40,17 +44,26 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if args.json:
         out.print(json.dumps(checked.as_dict(), indent=2, sort_keys=True), markup=False, soft_wrap=True)
         return EXIT_OK if checked.ok else EXIT_PROBLEMS
-    report(checked.diagnostics, {display(path): path.read_text(encoding="utf-8")})
-    for problem in checked.problems:
+    report(checked.diagnostics, {display(path): read_source(path)})
+    for problem in checked.problems[:SHOWN_PROBLEMS]:
         err.print(f"{problem}" + (f"\n  = hint: {problem.hint}" if problem.hint else ""), markup=False)
-    for line in token_errors(checked.splits):
+    _more(len(checked.problems), "problem(s) in the records")
+    token_lines = token_errors(checked.splits)
+    for line in token_lines[:SHOWN_PROBLEMS]:
         err.print(line, markup=False)
+    _more(len(token_lines), "problem(s) with tokens")
     if checked.splits:
         _print_summary(checked)
     bad = len(checked.problems) + len(token_errors(checked.splits)) + len(errors(checked.diagnostics))
     verdict = f"{bad} problem(s); `ftc compile` refuses to build until they are fixed" if bad else "no problems"
     (err if bad else out).print(f"\n{display(path)}: data: {verdict}", markup=False)
     return EXIT_OK if checked.ok else EXIT_PROBLEMS
+
+
+def _more(count: int, what: str) -> None:
+    if count > SHOWN_PROBLEMS:
+        more = count - SHOWN_PROBLEMS
+        err.print(f"... and {more:,} more {what}: `ftc data check --json` lists them all", markup=False)
 
 
 def _num(value, fmt=",") -> str:
@@ -129,10 +142,13 @@ def _print_split(name: str, d: dict) -> None:
         else:
             what = f"answers form {len(d['labels'])} labels"
         total = sum(d["labels"].values())
-        shares = ", ".join(f"{k[:30]!r} {v} ({v / total:.0%})" for k, v in d["labels"].items())
+        shown = list(d["labels"].items())[: 2 * SHOWN_GROUPS]
+        shares = ", ".join(f"{k[:30]!r} {v} ({v / total:.0%})" for k, v in shown)
+        shares += f" and {len(d['labels']) - len(shown)} more" if len(d["labels"]) > len(shown) else ""
         out.print(f"{name}: {what}: {shares}", markup=False)
     for kind in ("exact", "normalized"):
         groups = d["duplicates"][kind]
         if groups:
-            shown = "; ".join("lines " + ", ".join(map(str, g)) for g in groups[:5])
-            out.print(f"{name}: {kind} duplicates: {shown}{' ...' if len(groups) > 5 else ''}", markup=False)
+            shown = "; ".join("lines " + lines_of(g) for g in groups[:SHOWN_GROUPS])
+            more = f" and {len(groups) - SHOWN_GROUPS} more groups" if len(groups) > SHOWN_GROUPS else ""
+            out.print(f"{name}: {kind} duplicates: {shown}{more}", markup=False)

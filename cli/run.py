@@ -54,6 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if not target.exists():
         raise UsageError(f"not found: {args.target} (give a spec file or a build folder)")
+    if not target.is_dir() and target.suffix != ".toml":
+        raise UsageError(
+            f"{args.target} is neither a spec (.toml) nor a build folder; give the spec, or its build/<name>/ folder"
+        )
     if args.samples < 0:
         raise UsageError("--samples must be 0 or more")
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ftc.cli.common import UsageError, display, err, out, report, spec_path
-from ftc.compiler.diagnostics import errors
+from ftc.compiler.diagnostics import errors, read_source
 from ftc.compiler.exitcodes import EXIT_OK, EXIT_PROBLEMS
 
 METHODS = ("lora", "qlora", "full", "dpo")
@@ -25,7 +25,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     path = spec_path(args.spec)
     loaded, diags, _ = validate(path)
-    report(diags, {loaded.display if loaded else display(path): path.read_text(encoding="utf-8")})
+    report(diags, {loaded.display if loaded else display(path): read_source(path)})
     if errors(diags):
         return EXIT_PROBLEMS
     out.print(f"{display(path)}: valid", markup=False)
@@ -82,7 +82,7 @@ def add_init(verbs) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ftc.compiler.build.lock import write_atomic
+    from ftc.compiler.atomic import write_atomic
     from ftc.compiler.spec.starter import default_name, render_starter
 
     path = Path(args.path)
@@ -93,13 +93,25 @@ def cmd_init(args: argparse.Namespace) -> int:
         text = render_starter(name, args.method, args.train, args.validation, args.model)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if path.exists() and not path.is_file() and not path.is_symlink():  # a link is replaced, never written through
+        what = f"{display(path)} is not a regular file (a pipe, socket or device)"
+        err.print(f"ftc init: {what}; give another path", markup=False)
+        return EXIT_PROBLEMS
     if path.exists() and not args.force:
         err.print(
             f"ftc init: {display(path)} already exists; pass --force to overwrite it, or give another path",
             markup=False,
         )
         return EXIT_PROBLEMS
-    write_atomic(path, text)
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{display(blocking)} is a file, not a folder" if blocking else exc.strerror or str(exc)
+        err.print(
+            f"ftc init: cannot write {display(path)}: {why}; give a path in a folder you can write to", markup=False
+        )
+        return EXIT_PROBLEMS
     out.print(f"wrote {display(path)} (project {name!r}, method {args.method})", markup=False)
     missing = [rel for rel in (args.train, args.validation) if not (path.parent / rel).is_file()]
     out.print("next steps:", markup=False)

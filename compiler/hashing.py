@@ -26,6 +26,14 @@ def sha256_text(text: str) -> str:
     return sha256_bytes(text.encode("utf-8"))
 
 
+def _valid(entry: object) -> bool:
+    """A cache entry as `sha256` writes it: [size, mtime_ns, inode, hex digest]."""
+    return (
+        isinstance(entry, list) and len(entry) == 4 and all(isinstance(x, int) and not isinstance(x, bool) for x in entry[:3])
+        and isinstance(entry[3], str) and len(entry[3]) == 64
+    )
+
+
 class FileHasher:
     """Hashes files once per change. Use as a context manager so the cache is saved at the end."""
 
@@ -36,9 +44,10 @@ class FileHasher:
         self._dirty = False
         if use_cache:
             try:
-                self._entries = json.loads(self._path.read_text())
-            except (OSError, ValueError):
-                self._entries = {}
+                entries = json.loads(self._path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # ValueError covers bytes that are not UTF-8
+                entries = None
+            self._entries = {k: v for k, v in entries.items() if _valid(v)} if isinstance(entries, dict) else {}  # a cache edited out of shape only costs time
 
     def __enter__(self) -> FileHasher:
         return self

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftc.compiler.atomic import is_alive
 from ftc.runtime.generate import stop_token_ids
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import (
@@ -73,6 +74,7 @@ from ftc.runtime.runfolder import (
 )
 from ftc.templates import prepare
 
+OLD_INFIX = ".old-"  # .merged.old-<pid>/: merged/ renamed aside while it is replaced or removed
 PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 # dtype of the merged weights -> (max_rtol, mean_rtol, min_top1); measured values in the module docstring
@@ -334,12 +336,29 @@ def _copy_full(
 def _replace(src: Path, dest: Path) -> None:
     """Rename src to dest, replacing whatever dest was."""
     if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        old = dest.with_name(f".{dest.name}{OLD_INFIX}{os.getpid()}")
         dest.rename(old)
         src.rename(dest)
         shutil.rmtree(old)
     else:
         src.rename(dest)
+
+
+def _remove(folder: Path) -> None:
+    """Delete a folder so that a kill midway never leaves it half there: renamed aside first, then deleted."""
+    aside = folder.with_name(f".{folder.name}{OLD_INFIX}{os.getpid()}")
+    folder.rename(aside)
+    shutil.rmtree(aside)
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete what a merge that was killed left: the folder it was building (.merged.tmp-<pid>/) and a merged/ or
+    merged.rejected/ it had renamed aside to replace or remove (.merged.old-<pid>/). A merge still running keeps its own."""
+    for prefix in (MERGE_TMP_PREFIX, f".{MERGED}{OLD_INFIX}", f".{MERGE_REJECTED}{OLD_INFIX}"):
+        for leftover in run_dir.glob(prefix + "*"):
+            pid = leftover.name[len(prefix):]
+            if not (pid.isdigit() and is_alive(int(pid))):
+                shutil.rmtree(leftover)
 
 
 @dataclass(frozen=True)
@@ -359,8 +378,7 @@ def merge_run(
         raise ValueError("examples must be at least 1")
     run = open_run(run_dir)
     place = placement(run.lock)
-    for leftover in run_dir.glob(MERGE_TMP_PREFIX + "*"):
-        shutil.rmtree(leftover)  # from a merge that was interrupted
+    remove_leftovers(run_dir)
     tmp = run_dir / f"{MERGE_TMP_PREFIX}{os.getpid()}"
     try:
         if not run.adapter:
@@ -375,7 +393,7 @@ def merge_run(
     if verification is not None and not verification.passed:
         _replace(tmp, run_dir / MERGE_REJECTED)
         if (run_dir / MERGED).exists():
-            shutil.rmtree(run_dir / MERGED)  # run.json no longer vouches for it
+            _remove(run_dir / MERGED)  # run.json no longer vouches for it
         update_record(run_dir, merge=record)
         raise MergeFailed(
             f"the merged model does not reproduce the trained one: {verification.summary()}. "
@@ -383,6 +401,6 @@ def merge_run(
         )
     _replace(tmp, run_dir / MERGED)
     if (run_dir / MERGE_REJECTED).exists():
-        shutil.rmtree(run_dir / MERGE_REJECTED)  # from an earlier attempt; this one passed
+        _remove(run_dir / MERGE_REJECTED)  # from an earlier attempt; this one passed
     update_record(run_dir, merge=record)
     return MergeResult(run_dir / MERGED, record, verification)

@@ -15,23 +15,30 @@ Paths in the lock are relative to the project root, which run.json records ("roo
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftc.compiler.atomic import is_alive
 from ftc.compiler.build.compile import build_dir
 from ftc.compiler.hashing import sha256_bytes
 from ftc.compiler.plan.inputs import InputError, package_file
 from ftc.compiler.plan.model import Lock
 from ftc.runtime.runfolder import (
     CHAT_TEMPLATE_NAME,
+    CHECKPOINTS,
     DEQUANTIZED_BASE,
     FINAL,
     RunFolderError,
+    RunRecord,
+    live_process,
     read_record,
     run_lock,
 )
 from ftc.templates.load_model import load_dense
+
+CHECKPOINT_SEAL = "ftc-checkpoint.json"  # written last into a sealed checkpoint (templates/run_support.py)
 
 
 @dataclass(frozen=True)
@@ -71,16 +78,63 @@ class Placement:
 
 def open_run(run_dir: Path) -> RunFolder:
     """Read run.json and the run's lock; refuse a folder whose training did not save final/."""
-    root = read_record(run_dir).project_root(run_dir)
-    run = RunFolder(run_dir, root, run_lock(run_dir))
+    record = read_record(run_dir)
+    problem = unfinished(run_dir, record)
+    if problem:
+        raise RunFolderError(problem)
+    run = RunFolder(run_dir, record.project_root(run_dir), run_lock(run_dir))
     expected = "adapter_model.safetensors" if run.adapter else "config.json"
     if not (run.final / expected).is_file():
         raise RunFolderError(
             f"{run_dir} has no {FINAL}/{expected}: the run did not finish; resume it with `ftc run --resume {run_dir}`"
         )
+    check_weights_whole(run.final)
     if run.adapter:
         check_base_unchanged(run)
     return run
+
+
+def sealed_checkpoints(run_dir: Path) -> list[str]:
+    """The names of the run's checkpoints that carry a seal, oldest first (the script checks each file's hash
+    when it resumes; a folder without a seal was being written when the run stopped)."""
+    found = (run_dir / CHECKPOINTS).glob(f"checkpoint-*/{CHECKPOINT_SEAL}")
+    steps = {p.parent.name: p.parent.name.rpartition("-")[2] for p in found}
+    return sorted(steps, key=lambda name: int(steps[name]) if steps[name].isdigit() else -1)
+
+
+def unfinished(run_dir: Path, record: RunRecord) -> str | None:
+    """Why the run's final model cannot be trusted, and what to do; None when run.json says it completed (a
+    record without a status, from an older ftc, is taken at its word). A run killed while saving its final
+    model leaves final/ half written: only the record's "completed" vouches for it."""
+    if record.status in (None, "completed"):
+        return None
+    alive = live_process(record)
+    if record.status == "running" and alive:
+        return f"{run_dir} is still training (process {alive}); wait until `ftc run` completes it"
+    how = "it was killed: run.json still says running" if record.status == "running" else f"run.json says {record.status}"
+    spec = record.spec or "SPEC"
+    sealed = sealed_checkpoints(run_dir)
+    if sealed:
+        todo = f"resume it from its last sealed checkpoint ({sealed[-1]}) with `ftc run {spec} --resume {run_dir}`"
+    else:
+        todo = f"it sealed no checkpoint to resume from: start a new run with `ftc run {spec}`"
+    return f"{run_dir} did not complete ({how}), so its {FINAL}/ is missing or may be half written; {todo}"
+
+
+def check_weights_whole(folder: Path) -> None:
+    """Refuse safetensors files in `folder` that are cut short or damaged (the header must describe the file
+    exactly), before any model loads them. Reads the headers only."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise RunFolderError(
+                f"{path} cannot be read ({exc}): it was cut short or damaged since training wrote it; "
+                "restore the run folder from a copy, or train it again"
+            ) from None
 
 
 def check_base_unchanged(run: RunFolder) -> None:
@@ -205,6 +259,20 @@ def load_dense_base(run: RunFolder, place: Placement):
     )
 
 
+def save_whole(model, folder: Path) -> None:
+    """Save a model's weights into `folder` whole or not at all: into a hidden folder beside it, renamed into place
+    once complete, so that a kill midway never leaves a folder the next command trusts. What killed saves left
+    beside it (their process gone) is removed first."""
+    for leftover in folder.parent.glob(f".{folder.name}.tmp-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not is_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tmp.rename(folder)
+
+
 def load_quantized_base(run: RunFolder, place: Placement):
     """The base quantized to 4 bits with the plan's bitsandbytes settings, as QLoRA trained against it."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -213,9 +281,7 @@ def load_quantized_base(run: RunFolder, place: Placement):
     if args["gguf_file"] is not None:
         dense = run.path / DEQUANTIZED_BASE
         if not (dense / "config.json").is_file():
-            load_dense(where, place.dtype, _attn(run), args).save_pretrained(
-                str(dense)
-            )
+            save_whole(load_dense(where, place.dtype, _attn(run), args), dense)
         where, args = str(dense), {"use_safetensors": True}
     method = run.lock.method
     config = BitsAndBytesConfig(

@@ -42,7 +42,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME  # final/ and merged/ hold the locked template under it
-from ftc.compiler.build.lock import LOCK_NAME, LockError, read_lock, write_atomic
+from ftc.compiler.atomic import is_alive, write_atomic
+from ftc.compiler.build.lock import LOCK_NAME, LockError, read_lock
 from ftc.compiler.diagnostics import errors
 from ftc.compiler.plan.model import Lock
 from ftc.compiler.spec.validate import parse
@@ -457,6 +458,8 @@ def _status(run_dir: Path) -> str | None:
 
 def project_name(spec: Path) -> str:
     """The project name of the spec at `spec`, read through the spec loader."""
+    if not spec.is_file():
+        raise RunFolderError(f"{spec} cannot be read: {'it is a folder' if spec.is_dir() else 'there is no such file'}")
     try:
         loaded, diagnostics = parse(spec)
     except OSError as exc:
@@ -465,6 +468,12 @@ def project_name(spec: Path) -> str:
         found = "; ".join(d.headline() for d in errors(diagnostics)) or "it does not validate"
         raise RunFolderError(f"{spec} is neither a run folder nor a valid spec: {found}")
     return loaded.spec.project.name
+
+
+def live_process(record: RunRecord) -> int | None:
+    """A process of the run that still runs (ftc's own, or the script of its last session); None when none."""
+    pids = (record.pid, record.sessions[-1].pid if record.sessions else None)
+    return next((pid for pid in pids if pid and is_alive(pid)), None)
 
 
 def newest_run(spec: Path, root: Path | None = None, *, completed: bool = True) -> Path:

@@ -7,12 +7,14 @@ on disk is current). Nothing here loads weights.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.build.lock import LOCK_NAME, LockError, canonical, plan_hash, read_lock, write_atomic
+from ftc.compiler.atomic import write_atomic
+from ftc.compiler.build.lock import LOCK_NAME, LockError, canonical, plan_hash, read_lock
 from ftc.compiler.build.render import render_script, render_text, template_hashes
 from ftc.compiler.data.clean import REPORT_NAME as CLEANING_REPORT
 from ftc.compiler.data.clean import jsonl
@@ -28,7 +30,7 @@ from ftc.compiler.plan.model import Lock, ModelInput, Plan
 from ftc.compiler.plan.modelinfo import TokenizerInfo, inspect_model, load_tokenizer, tokenizer_info
 from ftc.compiler.plan.resolve import Measured, installed_versions, resolve, resolve_strategy
 from ftc.compiler.spec.checks import validate
-from ftc.compiler.spec.validate import LoadedSpec
+from ftc.compiler.spec.validate import LoadedSpec, display_path
 
 SCRIPT_NAME = "train.py"
 CHAT_TEMPLATE_NAME = "chat_template.jinja"
@@ -284,18 +286,92 @@ def _split_problems(loaded: LoadedSpec, key: str, display: str, s: SplitStats) -
     return out
 
 
+class BuildError(Exception):
+    """The build folder cannot be written safely; `problems` says why, each with what to do. Exit code 1."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def unsafe_build_paths(directory: Path, writes: Iterable[str] = ()) -> list[str]:
+    """Why build/<name>/ is no plain folder of plain files that ftc may trust and write, in words; empty when it is.
+
+    build/ or build/<name>/ being a link (compile would write, and run would execute, outside the project), a file
+    in the place of either, and inside the folder a link, a FIFO or device, or a folder where a file of `writes`
+    (the names compile writes) goes."""
+    problems = []
+    for path in (directory.parent, directory):
+        if path.is_symlink():
+            problems.append(f"{display_path(path)} is a symbolic link to {os.readlink(path)}; ftc writes and runs builds only in a real folder "
+                            f"inside the project: remove the link (`rm {display_path(path)}`) and compile again")
+        elif path.exists() and not path.is_dir():
+            problems.append(f"{display_path(path)} is a file, not a folder; move it out of the way and compile again")
+    if problems or not directory.is_dir():
+        return problems
+    for folder, dirs, files in os.walk(directory):
+        for name in sorted(dirs + files):
+            path = Path(folder, name)
+            shown = display_path(path)
+            if path.is_symlink():
+                problems.append(f"{shown} is a symbolic link to {os.readlink(path)}; a build holds only the files ftc wrote: delete the link and compile again")
+            elif not path.is_dir() and not path.is_file():
+                problems.append(f"{shown} is not a regular file (a FIFO, socket or device); a build holds only the files ftc wrote: delete it")
+    for name in sorted(writes):
+        if (directory / name).is_dir() and not (directory / name).is_symlink():
+            problems.append(f"{display_path(directory / name)} is a folder where ftc writes a file; delete it and compile again")
+    return problems
+
+
+def _other_spec(build: Build, previous: Lock | None) -> str | None:
+    """A spec that still claims this build folder: the one the lock on disk names, when it is another file that
+    exists and names the same project. Two such specs would overwrite each other's build without a word."""
+    if previous is None or previous.inputs.spec.path == build.lock.inputs.spec.path:
+        return None
+    other = build.directory.parents[1] / previous.inputs.spec.path
+    try:
+        name = tomllib.loads(other.read_text(encoding="utf-8")).get("project", {}).get("name")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None  # gone or renamed: this spec takes the folder over
+    if name != build.name:
+        return None
+    shown = display_path(build.directory)
+    return (f"{shown}/ belongs to {previous.inputs.spec.path}, which also sets project.name = {name!r}, and this spec is "
+            f"{build.lock.inputs.spec.path}: they would overwrite each other's build; give one of them another "
+            f"project.name, or delete {shown}/ to hand it to this spec")
+
+
 def write_build(build: Build) -> list[Path]:
-    """Write every file of the build atomically, and remove files an earlier build of this name owned."""
-    build.directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    """Write every file of the build atomically, and remove files an earlier build of this name owned.
+
+    The old lock goes first and the new lock is written last: a compile killed half way leaves a folder without a
+    lock, which `ftc run` and `ftc compile --check` refuse, never a lock beside files it does not describe. Refuses
+    (BuildError) a folder that is a link, holds one, or belongs to another spec."""
+    problems = unsafe_build_paths(build.directory, build.files)
+    if problems:
+        raise BuildError(problems)
     old_lock = build.directory / LOCK_NAME
-    previous: set[str] = set()
+    previous = None
     if old_lock.is_file():
         try:
-            previous = set(read_lock(old_lock).artifacts)
+            previous = read_lock(old_lock)
         except LockError:
-            previous = set()
-    for name, content in sorted(build.files.items()):
+            previous = None
+    claimed = _other_spec(build, previous)
+    if claimed:
+        raise BuildError([claimed])
+    try:
+        return _write_files(build, set(previous.artifacts) if previous else set())
+    except OSError as exc:
+        where = display_path(Path(exc.filename)) if exc.filename else display_path(build.directory)
+        raise BuildError([f"cannot write {where}: {exc.strerror or exc}; check that the folder is writable and the disk has room, then compile again"]) from None
+
+
+def _write_files(build: Build, previous: set[str]) -> list[Path]:
+    build.directory.mkdir(parents=True, exist_ok=True)
+    (build.directory / LOCK_NAME).unlink(missing_ok=True)
+    written = []
+    for name, content in sorted(build.files.items(), key=lambda item: (item[0] == LOCK_NAME, item[0])):
         path = build.directory / name
         if isinstance(content, StreamedFile):
             content.write_to(path)
@@ -303,6 +379,5 @@ def write_build(build: Build) -> list[Path]:
             write_atomic(path, content, mode=0o755 if name.endswith(EXECUTABLE) else None)
         written.append(path)
     for name in sorted(previous - set(build.files)):
-        (build.directory / name).unlink(missing_ok=True)
-    return written
-
+        (build.directory / name).unlink(missing_ok=True)  # read_lock admits only names inside the folder
+    return sorted(written)

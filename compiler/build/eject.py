@@ -8,12 +8,13 @@ models are named as the lock names them. requirements.txt pins the lock's packag
 
 from __future__ import annotations
 
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME, EXECUTABLE, SCRIPT_NAME, launch_templates, script_paths
-from ftc.compiler.build.lock import LOCK_NAME, LockError, plan_hash, read_lock, write_atomic
+from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME, EXECUTABLE, SCRIPT_NAME, launch_templates, script_paths, unsafe_build_paths
+from ftc.compiler.atomic import copy_atomic, write_atomic
+from ftc.compiler.build.lock import LOCK_NAME, LockError, plan_hash, read_lock
 from ftc.compiler.build.render import render_script, render_text, template_hashes
 from ftc.compiler.hashing import FileHasher, sha256_text
 from ftc.compiler.methods import METHODS
@@ -30,6 +31,10 @@ class EjectError(Exception):
     """The build cannot be ejected as it is (missing, stale, or its inputs changed). Exit code 1."""
 
 
+class DestinationError(EjectError):
+    """DEST cannot take the ejected folder: it holds, or lies inside, the build or one of its inputs. A usage error: exit code 2."""
+
+
 @dataclass(frozen=True)
 class Ejected:
     files: dict[str, str]  # DEST-relative name -> text to write
@@ -38,6 +43,9 @@ class Ejected:
 
 def eject(build: Path, dest: Path) -> Ejected:
     """Plan the ejected folder for `build` (a build directory); writes nothing."""
+    unsafe = unsafe_build_paths(build)
+    if unsafe:  # the lock and the files copied out would be read through a link
+        raise EjectError("\n".join(unsafe))
     lock_path = build / LOCK_NAME
     if not lock_path.is_file():
         raise EjectError(f"{build} is not a build: it has no {LOCK_NAME} (run `ftc compile SPEC` first)")
@@ -46,6 +54,7 @@ def eject(build: Path, dest: Path) -> Ejected:
     except LockError as exc:
         raise EjectError(str(exc)) from None
     root = build.resolve().parent.parent  # builds live in <root>/build/<name>/, and lock paths are root-relative
+    check_destination(dest, build, lock, root)
     template = METHODS[lock.method.kind].template
     _check_templates(lock)
     rewritten = lock.data.cleaning or lock.data.converted_from
@@ -72,21 +81,45 @@ def eject(build: Path, dest: Path) -> Ejected:
 
 
 def write_ejected(ejected: Ejected, dest: Path, force: bool = False) -> list[Path]:
-    """Write the folder. Refuses a destination that holds anything, unless `force`."""
+    """Write the folder. Refuses a destination that holds anything, unless `force`; with it, files are replaced
+    (a link among them is replaced, never written through), and nothing is written outside DEST."""
     if dest.exists() and not dest.is_dir():
-        raise EjectError(f"{dest} exists and is not a folder")
+        raise DestinationError(f"{dest} exists and is not a folder; choose a new folder")
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise EjectError(f"{dest} is not empty; choose a new folder, or pass --force to write over its files")
+    inside = dest.resolve()
+    for name in sorted([*ejected.files, *ejected.copies]):
+        parent = (dest / name).parent.resolve()
+        if parent != inside and not parent.is_relative_to(inside):
+            raise DestinationError(f"{dest / Path(name).parent} leads out of {dest} (a symbolic link to {parent}); ftc eject writes only inside DEST: remove the link, or choose a new folder")
     written = []
     for name, text in sorted(ejected.files.items()):
         write_atomic(dest / name, text, mode=0o755 if name.endswith(EXECUTABLE) else None)
         written.append(dest / name)
     for name, source in sorted(ejected.copies.items()):
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        written.append(target)
+        copy_atomic(source, dest / name)
+        written.append(dest / name)
     return sorted(written)
+
+
+def check_destination(dest: Path, build: Path, lock: Lock, root: Path) -> None:
+    """Refuse a DEST that holds, or lies inside, the build or an input of the lock (the spec, a data file, a local
+    model, the chat template file): writing the ejected folder there, --force or not, would overwrite it."""
+    target = dest.resolve()
+    guarded = {"the build": build.resolve(), "the spec": (root / lock.inputs.spec.path).resolve()}
+    guarded |= {f"the {split} data": (root / entry.path).resolve() for split, entry in lock.inputs.data.items()}
+    for label, model in (("the model", lock.inputs.model), ("the reference model", lock.inputs.reference_model)):
+        if model is not None and model.local_reference:
+            guarded[label] = (root / model.reference).resolve()
+    if lock.inputs.chat_template.source != "model":
+        guarded["the chat template"] = (root / lock.inputs.chat_template.source).resolve()
+    for label, path in guarded.items():
+        if target == path or target.is_relative_to(path) or path.is_relative_to(target):
+            where = "is" if target == path else "lies inside" if target.is_relative_to(path) else "holds"
+            raise DestinationError(
+                f"{dest} {where} {label} ({os.path.relpath(path)}); an ejected folder there could overwrite it: "
+                "choose a new folder outside the project's build and inputs, such as ../mine"
+            )
 
 
 def _check_templates(lock: Lock) -> None:

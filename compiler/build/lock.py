@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from ftc.compiler.plan.model import FORMAT_VERSION, GENERATED, Lock, Plan
 
 LOCK_NAME = "ftc.lock.json"
 
-__all__ = ["FORMAT_VERSION", "GENERATED", "LOCK_NAME", "LockError", "canonical", "plan_hash", "read_lock", "write_atomic"]
+__all__ = ["FORMAT_VERSION", "GENERATED", "LOCK_NAME", "LockError", "canonical", "is_build_file_name", "plan_hash", "read_lock"]
 
 
 class LockError(ValueError):
@@ -69,24 +68,26 @@ def read_lock(path: Path) -> Lock:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LockError(f"{path}: not a readable lock ({exc}); run `ftc compile` on its spec again") from None
-    version = data.get("format_version") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise LockError(f"{path}: not a lock: it holds a JSON {type(data).__name__}, not an object; run `ftc compile` on its spec again")
+    version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise LockError(
             f"{path}: lock format_version {version!r}, but this ftc reads format {FORMAT_VERSION}; "
             "run `ftc compile` on its spec again to rewrite the build"
         )
     try:
-        return Lock.model_validate(data)
+        lock = Lock.model_validate(data)
     except pydantic.ValidationError as exc:
         where = ".".join(str(p) for p in exc.errors()[0]["loc"])
         raise LockError(f"{path}: {where}: {exc.errors()[0]['msg']} (was the lock edited by hand?); run `ftc compile` again") from None
+    outside = sorted(name for name in lock.artifacts if not is_build_file_name(name))
+    if outside:
+        raise LockError(f"{path}: artifacts: {outside[0]!r} is not a file inside the build folder (was the lock edited by hand?); run `ftc compile` again")
+    return lock
 
 
-def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
-    """Write a file so that a crash never leaves it half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    if mode is not None:
-        tmp.chmod(mode)
-    os.replace(tmp, path)
+def is_build_file_name(name: str) -> bool:
+    """A name the build folder may hold: relative, below it, no `..` (a lock edited to name ../../spec.toml is refused)."""
+    parts = name.split("/")
+    return bool(name) and not _is_absolute(name) and "\\" not in name and all(part not in ("", ".", "..") for part in parts)

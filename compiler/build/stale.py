@@ -11,17 +11,30 @@ lock does not list, such as a planted `argparse.py` the script would import) nee
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftc.compiler import __version__
+from ftc.compiler.atomic import is_leftover
 from ftc.compiler.build.compile import Build, build_dir
-from ftc.compiler.build.lock import LOCK_NAME, LockError, plan_hash, read_lock
+from ftc.compiler.build.lock import (
+    LOCK_NAME,
+    LockError,
+    canonical,
+    plan_hash,
+    read_lock,
+)
 from ftc.compiler.build.render import templates_dir
 from ftc.compiler.hashing import FileHasher, sha256_text
-from ftc.compiler.plan.inputs import InputError, ModelSource, relative_to_root, resolve_model
+from ftc.compiler.plan.inputs import (
+    InputError,
+    ModelSource,
+    relative_to_root,
+    resolve_model,
+)
 from ftc.compiler.plan.model import Lock
 from ftc.compiler.plan.resolve import installed_versions
 from ftc.compiler.spec.checks import is_hub_id
@@ -38,6 +51,7 @@ INPUT_KINDS = (
     ("ftc_version", "ftc version"),
 )
 CACHED_ARTIFACTS = "data/"  # cleaned data copies can be large: hashed through the cache; generated code never is
+SHOWN_FILES = 5  # changed model files named in a reason before "and N more"
 
 
 @dataclass(frozen=True)
@@ -84,10 +98,11 @@ def check_hashes(spec_path: Path, root: Path | None = None, packages: dict[str, 
     except LockError as exc:
         return Staleness(directory, None, folder=[_unreadable(lock_path, exc)])
     recorded = lock.to_json()
+    folder = [_not_canonical(lock_path)] if not _is_canonical(lock_path) else []
     inputs = [] if lock.ftc_version == __version__ else [f"ftc version changed: {lock.ftc_version} in the lock, {__version__} here"]
     inputs += changed_inputs(loaded, recorded, root)
     drift = package_drift(lock.packages, installed_versions() if packages is None else packages)
-    return Staleness(directory, lock, inputs, changed_files(directory, lock.artifacts), drift)
+    return Staleness(directory, lock, inputs, folder + changed_files(directory, lock.artifacts), drift)
 
 
 def changed_inputs(loaded: LoadedSpec, lock: dict[str, Any], root: Path) -> list[str]:
@@ -109,10 +124,10 @@ def changed_inputs(loaded: LoadedSpec, lock: dict[str, Any], root: Path) -> list
             elif data[split] != {"path": shown, "sha256": hasher.sha256(path), "bytes": path.stat().st_size}:
                 reasons.append(f"data changed: {shown}")
         is_hub = is_hub_id(spec.model.base, loaded)
-        reasons += _model_changes("model", locked.get("model"), lambda: resolve_model(spec.model.base, spec.model.revision, loaded.base_dir, root, hasher, is_hub))
+        reasons += _model_changes("model", locked.get("model"), lambda: resolve_model(spec.model.base, spec.model.revision, loaded.base_dir, root, hasher, is_hub, known_type=False))
         reference = getattr(spec.method, "reference", "base")  # a method that trains against another model
         if reference != "base":
-            reasons += _model_changes("reference model", locked.get("reference_model"), lambda: resolve_model(reference, None, loaded.base_dir, root, hasher, False))
+            reasons += _model_changes("reference model", locked.get("reference_model"), lambda: resolve_model(reference, None, loaded.base_dir, root, hasher, False, known_type=False))
         elif "reference_model" in locked:
             reasons.append("reference model changed: the spec names none now")
     if spec.model.chat_template != "auto":  # "auto" is the model's own, which the model's files cover
@@ -145,10 +160,38 @@ def _model_changes(label: str, locked: dict[str, Any] | None, resolve: Callable[
         return []
     if not isinstance(locked, dict) or entry.get("reference") != locked.get("reference"):
         return [f"{label} changed: {entry['reference']}"]
-    before, after = locked.get("files", {}), entry["files"]
-    files = [f"{name} ({'added' if name not in before else 'removed' if name not in after else 'edited'})" for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
+    files = changed_model_files(locked.get("files"), entry["files"])
     others = [key for key in sorted(set(entry) | set(locked)) if key != "files" and entry.get(key) != locked.get(key)]
     return [f"{label} changed: {entry['reference']}: " + ", ".join(files + others)]
+
+
+def changed_model_files(before: Any, after: Any) -> list[str]:
+    """A model's files (name -> sha256) that differ, each with what happened to it; the first few, then a count."""
+    before = before if isinstance(before, dict) else {}
+    after = after if isinstance(after, dict) else {}
+    changed = [
+        f"{name} ({'added' if name not in before else 'removed' if name not in after else 'edited'})"
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    ]
+    more = len(changed) - SHOWN_FILES
+    return changed[:SHOWN_FILES] + [f"and {more} more file{'s' if more != 1 else ''}"] if more > 0 else changed
+
+
+def _is_canonical(lock_path: Path) -> bool:
+    """Whether the lock is byte for byte what ftc writes for its content (sorted keys, 2-space indent, newline)."""
+    try:
+        text = lock_path.read_text(encoding="utf-8")
+        return text == canonical(json.loads(text))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        return False
+
+
+def _not_canonical(lock_path: Path) -> str:
+    return (
+        f"{display_path(lock_path)} was edited by hand or reformatted (it is not the canonical JSON ftc "
+        "writes); run `ftc compile` to rewrite it, and never edit the lock"
+    )
 
 
 def changed_files(directory: Path, artifacts: dict[str, str]) -> list[str]:
@@ -171,7 +214,12 @@ def unlisted_files(directory: Path, listed: set[str]) -> list[str]:
         for path in directory.rglob("*")
         if (path.is_symlink() or not path.is_dir()) and path.relative_to(directory).as_posix() not in listed | {LOCK_NAME}
     )
-    return [f"{display_path(directory / name)} is not in the lock: ftc did not write it, and the script could import it; delete it" for name in found]
+    return [
+        f"{display_path(directory / name)} was left by an ftc compile that was stopped while writing; run `ftc compile` again (it removes it)"
+        if is_leftover(name.rsplit("/", 1)[-1])
+        else f"{display_path(directory / name)} is not in the lock: ftc did not write it, and the script could import it; delete it"
+        for name in found
+    ]
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
@@ -233,7 +281,10 @@ def stale_inputs(fresh: Build, allow_package_drift: bool = False) -> list[str]:
     if resolved_differs and allow_package_drift:
         resolved_differs = {**old, "packages": None, "artifacts": None} != {**now, "packages": None, "artifacts": None}
     if not reasons and resolved_differs:
-        reasons.append("the resolved plan changed (ftc resolves these inputs differently now)")
+        if not _is_canonical(lock_path):
+            reasons.append(_not_canonical(lock_path))
+        else:
+            reasons.append("the resolved plan changed (ftc resolves these inputs differently now)")
     return reasons
 
 
@@ -251,8 +302,8 @@ def _changed_keys(prefix: str, before: Any, after: Any) -> list[str]:
     for key in sorted(set(before) | set(after)):
         if before.get(key) == after.get(key):
             continue
-        if key == "files":  # a model's files: name the ones that changed
-            out += _changed_keys(key, before.get(key), after.get(key))
+        if key == "files":  # a model's files: name the ones that changed, and how
+            out += changed_model_files(before.get(key), after.get(key))
             continue
         value = after.get(key) if isinstance(after.get(key), dict) else None
         out.append((value.get("path") if value else None) or key)

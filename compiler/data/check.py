@@ -11,8 +11,6 @@ tokens that carry loss, and the padding that padding to max_length would waste n
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import statistics
 from collections import Counter
@@ -32,7 +30,7 @@ from ftc.compiler.hashing import FileHasher
 from ftc.compiler.plan.inputs import InputError, resolve_model
 from ftc.compiler.plan.modelinfo import load_tokenizer, tokenizer_info
 from ftc.compiler.plan.resolve import PACKING_STRATEGY
-from ftc.compiler.spec.checks import extra_fields, validate
+from ftc.compiler.spec.checks import OVERLAP_HINT, digest, extra_fields, file_problem, final_answer, label_of, lines_of, normalize, validate
 from ftc.compiler.spec.validate import LoadedSpec, display_path
 
 LABEL_SET_LIMIT = 20  # answers that take at most this many distinct values are treated as labels
@@ -118,22 +116,22 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
     problems: list[DataProblem] = []
     for key in ("train", "validation"):
         rel = getattr(d, key)
-        path = loaded.resolve(rel) if rel else None
-        if path is not None and path.is_file():
+        path = loaded.resolve(rel) if rel and file_problem(loaded.base_dir, rel, "data file") is None else None
+        if path is not None:
             cleaning = Cleaning.of(d)
             problems += survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(d)).problems
     report = DataReport(display_path(spec_path), summary.format if summary else None, d.max_length, strategy, spec_diags, problems, [])
-    if summary is None or errors(spec_diags):
+    if summary is None or summary.format is None or errors(spec_diags):  # no format known: nothing to tokenize by
         return report
     try:
         with FileHasher() as hasher:
             source = resolve_model(loaded.spec.model.base, loaded.spec.model.revision, loaded.base_dir, root, hasher, _is_hub(loaded))
+        tokenizer = load_tokenizer(source)
     except InputError as exc:
         report.diagnostics.append(loaded.diag(exc.key, exc.message, exc.hint))
         return report
-    tokenizer = load_tokenizer(source)
     chat_template, _ = chat_template_for(loaded, tokenizer_info(tokenizer), root)
-    fmt = "chat" if d.convert_to == "chat" else summary.format or "chat"
+    fmt = "chat" if d.convert_to == "chat" else summary.format
     train_digests: set[bytes] = set()
     overlap: list[int] = []
     data = DataSource(loaded, root)
@@ -154,10 +152,6 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
             overlap = sorted(line for digest, lines in collector.normalized.items() if digest in train_digests for line in lines)
     report.diagnostics += data_warnings(loaded, report.splits, overlap)
     return report
-
-
-def _digest(value: Any) -> bytes:
-    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).digest()
 
 
 class SplitCollector:
@@ -183,8 +177,8 @@ class SplitCollector:
         value = record.value
         if self.fmt == "chat" and isinstance(value, dict) and isinstance(value.get("messages"), list):
             self.turns.append(len(value["messages"]))
-        self.exact.setdefault(_digest(value), []).append(record.line)
-        self.normalized.setdefault(_digest(normalize(value)), []).append(record.line)
+        self.exact.setdefault(digest(value), []).append(record.line)
+        self.normalized.setdefault(digest(normalize(value)), []).append(record.line)
         if self.label_field:
             label = label_of(value, self.fmt, self.label_field)
             if label is None:
@@ -216,55 +210,14 @@ class SplitCollector:
         return report
 
 
-def label_of(value: Any, fmt: str, field: str) -> str | None:
-    """The example's label: the record's field, or else that key of its answer when the answer is a JSON object."""
-    if not isinstance(value, dict):
-        return None
-    label = value.get(field)
-    if label is None:
-        answer = final_answer(value, fmt)
-        try:
-            parsed = json.loads(answer) if answer else None
-        except json.JSONDecodeError:
-            parsed = None
-        label = parsed.get(field) if isinstance(parsed, dict) else None
-    if label is None:
-        return None
-    return label if isinstance(label, str) else json.dumps(label, sort_keys=True)
-
-
-def final_answer(value: dict[str, Any], fmt: str) -> str | None:
-    """What the example teaches the model to say: the last assistant turn, the completion, or the chosen answer."""
-    if fmt == "chat":
-        answers = [m.get("content") for m in value.get("messages", []) if isinstance(m, dict) and m.get("role") == "assistant"]
-        answer = answers[-1] if answers else None
-    else:
-        answer = value.get("completion" if fmt == "completion" else "chosen" if fmt == "preference" else "text")
-    if isinstance(answer, list):
-        answer = json.dumps(answer, sort_keys=True)
-    return answer.strip() if isinstance(answer, str) else None
-
-
-def normalize(value: Any) -> Any:
-    """Case-folded strings with whitespace runs collapsed, all the way down."""
-    if isinstance(value, str):
-        return " ".join(value.split()).casefold()
-    if isinstance(value, list):
-        return [normalize(v) for v in value]
-    if isinstance(value, dict):
-        return {k: normalize(v) for k, v in value.items()}
-    return value
-
-
 def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], overlap: list[int]) -> list[Diagnostic]:
     out = []
     for s in splits:
         key = f"data.{'train' if s.name == 'train' else 'validation'}"
-        if s.unlabeled:
-            shown = ", ".join(map(str, s.unlabeled[:10])) + (" ..." if len(s.unlabeled) > 10 else "")
+        if s.unlabeled and (s.labels or s.too_many_labels):  # when none has a label, `validate` says so
             out.append(loaded.diag(
                 "data.label_field",
-                f"{len(s.unlabeled)} {s.name} example(s) of {s.file} have no {s.label_field!r} label, lines {shown}",
+                f"{len(s.unlabeled)} {s.name} example(s) of {s.file} have no {s.label_field!r} label, lines {lines_of(s.unlabeled)}",
                 f"give each record a {s.label_field!r} field, or an answer that is a JSON object with that key",
                 severity="warning",
             ))
@@ -280,11 +233,11 @@ def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], overlap: list[i
                     "a model can score well by always giving that answer; balance the labels or weigh the rare ones",
                     severity="warning",
                 ))
-    if overlap:
+    if overlap and loaded.spec.data.validation is None:  # a validation file's overlap is `validate`'s warning
         out.append(loaded.diag(
-            "data.validation",
-            f"{len(overlap)} validation example(s) also appear in train (after whitespace/case normalisation), lines {', '.join(map(str, overlap[:10]))}{' ...' if len(overlap) > 10 else ''}",
-            "validation must be held out: remove them from one side, or the validation loss flatters the model",
+            "data.validation_split",
+            f"{len(overlap)} validation example(s) also appear in train (after whitespace/case normalisation), lines {lines_of(overlap)}",
+            OVERLAP_HINT,
             severity="warning",
         ))
     return out

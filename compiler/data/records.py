@@ -10,17 +10,25 @@ completion  {"prompt", "completion"}: strings, or message lists (the prompt ends
 preference  {"prompt", "chosen", "rejected"}: the same, and chosen must differ from rejected.
 text        {"text"}: a non-empty string.
 No other fields are allowed (but a label field the spec names): a misspelled field would otherwise be
-ignored without a word.
+ignored without a word. A conversation has at most MAX_TURNS turns, a record at most MAX_DEPTH levels of
+nesting, and no string holds a lone UTF-16 surrogate (not_a_record); a value that fits no format is
+described with the likely fix (describe_unknown: a key in the wrong case, another tool's format).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from typing import Any
 
 Problem = tuple[str, "str | None"]
 
 ROLES = ("system", "user", "assistant")
+MAX_DEPTH = 100  # levels of nesting a record may have; chat data has 3
+DEPTH_HINT = 'a record is an object of text and lists of messages, such as {"messages": [...]}'
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+MAX_TURNS = 1000  # turns of one conversation: each assistant turn is rendered with all those before it
 MESSAGE_KEYS = ("role", "content", "weight")
 # Roles other tools and datasets use, and what they are called here.
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant"}
@@ -59,13 +67,16 @@ def _unknown_fields(value: dict[str, Any], allowed: tuple[str, ...], what: str, 
     return problems
 
 
-def _a(word: str) -> str:
-    return f"an {word}" if word[:1] in "aeio" else f"a {word}"  # "a user"
+def with_article(word: str) -> str:
+    """`a user`, `an assistant`; `null` stays bare."""
+    if word == "null":
+        return word
+    return f"an {word}" if word[:1] in "aeio" else f"a {word}"
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     """A JSON value's type, in JSON's words."""
-    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object"}
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object", type(None): "null"}
     return names.get(type(value), type(value).__name__)
 
 
@@ -73,7 +84,7 @@ def _text_problems(text: Any, where: str) -> list[Problem]:
     if text is None:
         return [(f"{where} is null", "give a string")]
     if not isinstance(text, str):
-        return [(f"{where} is {_a(_kind(text))}, not a string", "give a string")]
+        return [(f"{where} is {with_article(json_kind(text))}, not a string", "give a string")]
     if not text.strip():
         return [(f"{where} is empty", "give some text, or remove the record")]
     return []
@@ -81,16 +92,24 @@ def _text_problems(text: Any, where: str) -> list[Problem]:
 
 def _message_problems(message: Any, where: str) -> list[Problem]:
     if not isinstance(message, dict):
-        return [(f"{where} is {_a(_kind(message))}, not an object", 'write {"role": ..., "content": ...}')]
+        return [(f"{where} is {with_article(json_kind(message))}, not an object", 'write {"role": ..., "content": ...}')]
     problems = _unknown_fields(message, MESSAGE_KEYS, f"field in {where}", "a message has role, content and an optional weight")
     role = message.get("role")
     if "role" not in message:
         problems.append((f"{where} has no role", "give role = system, user or assistant"))
     elif role not in ROLES:
-        alias = ROLE_ALIASES.get(str(role).lower()) or next(iter(difflib.get_close_matches(str(role), ROLES, n=1, cutoff=0.6)), None)
-        problems.append((f"{where} has unknown role {role!r}", f"did you mean {alias!r}?" if alias else "roles are system, user and assistant"))
+        plain = str(role).strip().lower()
+        if plain in ROLES:
+            hint = f"did you mean {plain!r}? roles are lowercase, without spaces"
+        else:
+            alias = ROLE_ALIASES.get(plain) or next(iter(difflib.get_close_matches(str(role), ROLES, n=1, cutoff=0.6)), None)
+            hint = f"did you mean {alias!r}?" if alias else "roles are system, user and assistant"
+        problems.append((f"{where} has unknown role {role!r}", hint))
+    content = message.get("content")
     if "content" not in message:
         problems.append((f"{where} has no content", "give the turn's text as content"))
+    elif isinstance(content, list) and content and all(isinstance(part, dict) and "type" in part for part in content):
+        problems.append((f"{where} content is a list of parts, not a string", "join the text parts into one string: ftc trains on text content only"))
     else:
         problems += _text_problems(message["content"], f"{where} content")
     if "weight" in message:
@@ -105,9 +124,14 @@ def _message_problems(message: Any, where: str) -> list[Problem]:
 def _messages(value: Any, where: str) -> tuple[list[Problem], list[dict[str, Any]] | None]:
     """The problems of a message list, and the list when its every message is well formed."""
     if not isinstance(value, list):
-        return [(f"{where} is {_a(_kind(value))}, not a list of messages", 'write [{"role": "user", "content": ...}, ...]')], None
+        return [(f"{where} is {with_article(json_kind(value))}, not a list of messages", 'write [{"role": "user", "content": ...}, ...]')], None
     if not value:
         return [(f"{where} is empty", "give at least a user turn and an assistant turn")], None
+    if len(value) > MAX_TURNS:
+        return [(
+            f"{where} has {len(value)} turns, more than {MAX_TURNS}",
+            "split it into shorter conversations, one per line: tokenizing a conversation takes time that grows with the square of its turns",
+        )], None
     problems = []
     for i, message in enumerate(value, 1):
         problems += _message_problems(message, f"turn {i}")
@@ -126,12 +150,12 @@ def conversation_problems(value: Any, where: str) -> list[Problem]:
     if not turns:
         return problems + [(f"{where} has only a system turn", "add a user turn and an assistant answer")]
     if turns[0][1] != "user":
-        problems.append((f"the conversation starts with {_a(turns[0][1])} turn (turn {turns[0][0]})", "begin with a user turn (after an optional system turn)"))
+        problems.append((f"the conversation starts with {with_article(turns[0][1])} turn (turn {turns[0][0]})", "begin with a user turn (after an optional system turn)"))
     for (_, previous), (i, role) in zip(turns, turns[1:]):
         if role == previous:
             problems.append((f"turn {i} is a second {role} turn in a row", "user and assistant turns must alternate; merge the two"))
     if turns[-1][1] != "assistant":
-        problems.append((f"the last turn is {_a(turns[-1][1])} turn", "supervised training needs an assistant answer last; remove the trailing turn or answer it"))
+        problems.append((f"the last turn is {with_article(turns[-1][1])} turn", "supervised training needs an assistant answer last; remove the trailing turn or answer it"))
     answered = [m for m in messages if m["role"] == "assistant"]
     if answered and all(m.get("weight", 1) == 0 for m in answered):
         problems.append(("every assistant turn has weight 0: nothing in this example is trained", "give at least one assistant turn weight 1, or drop the example"))
@@ -143,7 +167,7 @@ def _prompt_problems(value: Any) -> list[Problem]:
         return _text_problems(value, "prompt")
     problems, messages = _messages(value, "prompt")
     if messages is not None and messages[-1]["role"] != "user":
-        problems.append((f"the prompt ends with {_a(messages[-1]['role'])} turn", "a prompt ends with the user turn that the answer replies to"))
+        problems.append((f"the prompt ends with {with_article(messages[-1]['role'])} turn", "a prompt ends with the user turn that the answer replies to"))
     return problems
 
 
@@ -154,5 +178,69 @@ def _answer_problems(value: Any, key: str) -> list[Problem]:
     if messages is not None:
         for i, message in enumerate(messages, 1):
             if message["role"] != "assistant":
-                problems.append((f"{key} turn {i} is {_a(message['role'])} turn", f"{key} holds the assistant's answer only"))
+                problems.append((f"{key} turn {i} is {with_article(message['role'])} turn", f"{key} holds the assistant's answer only"))
     return problems
+
+
+def not_a_record(value: Any, tabular: bool = False) -> tuple[str, str] | None:
+    """What makes a decoded value no record, and a hint: nesting deeper than MAX_DEPTH, or a string with a lone
+    surrogate; in a table's cell (tabular), also values that are no JSON (timestamps, bytes, NaN, infinities)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"is nested more than {MAX_DEPTH} levels deep", DEPTH_HINT
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                escape = found.group().encode("unicode_escape").decode()
+                message = f"holds a lone surrogate {escape}: half of a UTF-16 pair, which is no character and which UTF-8 cannot encode"
+                return message, "write the character itself, or both halves of its pair (such as \\ud83d\\ude00)"
+        elif isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"holds {'NaN (a missing number)' if math.isnan(item) else 'an infinite number'}, which is no JSON value", "fill in or drop the missing values"
+        elif tabular and not isinstance(item, (bool, int, float, type(None))):
+            return f"holds {_type_name(item)}, which is no JSON value", "store the column as text or numbers, or drop it"
+    return None
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes"
+    return with_article(type(value).__name__)
+
+
+# Other tools' formats, known by a key, and how each becomes one of ours.
+_OTHER_FORMATS = {
+    "conversations": "this looks like ShareGPT data: rename conversations to messages, and in each turn from to role (human: user, gpt: assistant) and value to content",
+    "instruction": "this looks like Alpaca data: make prompt from instruction and input, and completion from output",
+}
+
+
+def describe_unknown(value: Any, suffix: str) -> tuple[str, str]:
+    """Why a value is no record of any format, and a hint."""
+    if not isinstance(value, dict):
+        message = f"a record must be a JSON object, got {with_article(json_kind(value))}"
+        if isinstance(value, list) and suffix == ".jsonl":
+            return message, "a .jsonl file holds one JSON object a line; a file that is one JSON array is a .json file"
+        return message, 'a record is one JSON object, such as {"messages": [...]} or {"prompt": ..., "completion": ...}'
+    # a key with spaces at its ends or with control characters (a terminal escape sequence) is shown quoted
+    keys = ", ".join(k if k and k.isprintable() and k == k.strip() else repr(k) for k in sorted(value)) or "no keys"
+    message = f"record has {keys}; expected messages, prompt+completion, prompt+chosen+rejected, or text"
+    if suffix == ".csv" and any(";" in key or "\t" in key for key in value):
+        return message, "the header seems to separate its cells with ';' or tabs: save the file with commas between cells"
+    known = sorted({key for keys in FIELDS.values() for key in keys})
+    for key in sorted(value):
+        plain = key.strip().lower()
+        if plain in known and key not in known:
+            return message, f"did you mean {plain!r}? keys are {'case-sensitive' if key.lower() == plain else 'written without spaces'}"
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if close and close[0] not in value:
+            return message, f"did you mean {close[0]!r}?"
+        if key in _OTHER_FORMATS:
+            return message, _OTHER_FORMATS[key]
+    return message, "see `format` in the spec reference"

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+from ftc.compiler.atomic import replace_atomic
 from ftc.compiler.data.clean import Cleaning, clean_stream, jsonl_line, to_chat
 from ftc.compiler.data.read import Record, detect_format, iter_records
 from ftc.compiler.data.records import record_problems
@@ -43,12 +43,8 @@ class StreamedFile:
         return buffer.getvalue().decode("utf-8")
 
     def write_to(self, path: Path) -> None:
-        """Write the file so that a crash never leaves it half written."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as fh:
-            self.write(fh)
-        os.replace(tmp, path)
+        """Write the file whole or not at all (ftc.compiler.atomic)."""
+        replace_atomic(path, self.write)
 
 
 class DataSource:
@@ -85,7 +81,7 @@ class DataSource:
         if self.cleaning.active:
             records = clean_stream(records, self.cleaning, self.file(key), report if report is not None else [])
         allowed = extra_fields(self.data)
-        records = (r for r in records if _well_formed(r.value, allowed))
+        records = _one_format(r for r in records if _well_formed(r.value, allowed))
         if self.data.convert_to == "chat":
             records = (replace(r, value=to_chat(r.value, self.data.system_prompt)) for r in records)
         return records
@@ -121,6 +117,17 @@ class DataSource:
                 fh.write(jsonl_line(record.value).encode())
 
         return StreamedFile(digest.hexdigest(), write)
+
+
+def _one_format(records: Iterator[Record]) -> Iterator[Record]:
+    """The records of the file's format, which its first record sets, as the survey does: a record of another
+    format is reported there as a problem and never trains."""
+    fmt = None
+    for record in records:
+        found = detect_format(record.value)
+        fmt = fmt or found
+        if found == fmt:
+            yield record
 
 
 def _well_formed(value: Any, allowed: tuple[str, ...]) -> bool:

@@ -191,7 +191,7 @@ def _tokenize_chunk(job: _Job, chunk: Chunk) -> list[Outcome]:
         try:
             rendered.append(_render(job, value))
         except (ValueError, KeyError, TypeError) as exc:
-            failed[k] = str(exc)
+            failed[k] = _why(exc, job.data_format)
             rendered.append([])
     try:
         flat = iter(prepare.encode_batch(job.tokenizer, [text for texts in rendered for text in texts]))
@@ -202,7 +202,7 @@ def _tokenize_chunk(job: _Job, chunk: Chunk) -> list[Outcome]:
             try:
                 encoded.append(prepare.encode_batch(job.tokenizer, texts))
             except (ValueError, KeyError, TypeError) as exc:
-                failed[k] = str(exc)
+                failed[k] = _why(exc, job.data_format)
                 encoded.append([])
     outcomes: list[Outcome] = []
     for k, ((line, _), pieces) in enumerate(zip(chunk, encoded)):
@@ -215,6 +215,13 @@ def _tokenize_chunk(job: _Job, chunk: Chunk) -> list[Outcome]:
             ids, mask = pieces[0]
             outcomes.append((line, len(ids), sum(mask[: job.max_length]), None))
     return outcomes
+
+
+def _why(exc: Exception, data_format: str) -> str:
+    """Why a record could not be tokenized, in words: a KeyError says only the key."""
+    if isinstance(exc, KeyError):
+        return f"it has no {exc.args[0]!r} field, which {data_format} data has"
+    return str(exc)
 
 
 def _render(job: _Job, value: Any) -> list[tuple[str, list]]:

@@ -13,7 +13,7 @@ from ftc.compiler.methods.lora import (
     LORA_KEYS,
     LoraFields,
     LoraPlanFields,
-    check_scale,
+    check_lora,
     check_targets,
     lora_arguments,
     lora_trainable_params,
@@ -74,12 +74,36 @@ def _checks(loaded: Any) -> Iterator[Any]:
             yield loaded.diag(f"method.{key}", f"{key} has no effect with adapter = \"none\"", 'remove it, or set adapter = "lora"', value=False)
     if method.reference != "base" and method.adapter == "lora":
         yield loaded.diag("method.reference", "with a LoRA adapter the reference is the base model with the adapter off", 'remove reference, or set adapter = "none" to train full weights against it')
-    elif method.reference != "base" and not loaded.resolve(method.reference).exists():
-        yield loaded.diag("method.reference", f"reference model not found: {method.reference}", "use 'base' or a local model folder relative to the spec")
+    elif method.reference != "base":
+        yield from _check_reference(loaded, method.reference)
     if spec.data.packing:
         yield loaded.diag("data.packing", "packing is not available for DPO", "remove data.packing, or set it to false")
     if method.adapter == "lora":
-        yield from check_scale(loaded)
+        yield from check_lora(loaded)
+
+
+def _check_reference(loaded: Any, reference: str) -> Iterator[Any]:
+    """A reference model other than "base" is a local folder or file: one that exists, and not the base itself."""
+    if "\0" in reference:
+        yield loaded.diag("method.reference", "the reference model's path contains a NUL byte, which no file name can hold", "write the path without it")
+        return
+    try:
+        path = loaded.resolve(reference)
+        found = path.exists()
+    except (OSError, RuntimeError):  # pathlib reports a symbolic link loop as RuntimeError
+        yield loaded.diag("method.reference", f"{reference} is a symbolic link loop", "point the link at a model folder")
+        return
+    if not found:
+        yield loaded.diag("method.reference", f"reference model not found: {reference}", "use 'base' or a local model folder relative to the spec")
+    elif _same_path(loaded, loaded.spec.model.base, path):
+        yield loaded.diag("method.reference", "the reference is the base model itself", 'write reference = "base", which means the same', severity="warning")
+
+
+def _same_path(loaded: Any, written: str, path: Any) -> bool:
+    try:
+        return not written.startswith("pkg:") and loaded.resolve(written) == path
+    except (OSError, RuntimeError, ValueError):  # a base that cannot be resolved is model.base's diagnostic
+        return False
 
 
 def _model_check(method: Dpo, info: Any) -> tuple[str, str, str] | None:

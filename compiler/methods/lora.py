@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ftc.compiler.diagnostics import did_you_mean
 from ftc.compiler.methods.base import MethodDef, MethodPlan, ResolveContext
 from ftc.compiler.plan.modelinfo import ModelInfo, lora_trainable
 from ftc.compiler.schema import SpecModel
@@ -68,20 +69,67 @@ def lora_arguments(method: LoraFields) -> dict[str, Any]:
 def lora_trainable_params(method: LoraFields, info: ModelInfo) -> int:
     """Parameters the optimizer updates: the adapters, plus the modules trained in full beside them."""
     trainable, _ = lora_trainable(info, method.target_modules, method.r)
-    return trainable + sum(info.param_counts.get(name, 0) for name in method.modules_to_save)
+    if not info.module_params:  # a summary without every module's count: the top-level modules only
+        return trainable + sum(info.param_counts.get(name, 0) for name in method.modules_to_save)
+    saved = [name for name in info.module_params if any(_saves(name, entry) for entry in method.modules_to_save)]
+    outermost = [name for name in saved if not any(name.startswith(other + ".") for other in saved)]
+    return trainable + sum(info.module_params[name] for name in outermost)
+
+
+def _saves(name: str, entry: str) -> bool:
+    """peft trains a module in full when its dotted name ends with an entry of modules_to_save (as text: "head"
+    matches lm_head)."""
+    return name.endswith(entry)
 
 
 def check_targets(method: LoraFields, info: ModelInfo) -> tuple[str, str, str] | None:
-    """Every target module must name a linear layer of the model."""
+    """Every target module must name a linear layer of the model, and every module to save a module of it."""
     _, unmatched = lora_trainable(info, method.target_modules, method.r)
     if not unmatched:
-        return None
+        return _check_modules_to_save(method, info)
     names = sorted({n.rsplit(".", 1)[-1] for n in info.linear_shapes})
     return (
         "method.target_modules",
         f"no linear layer of {info.architecture} is named {', '.join(map(repr, unmatched))}",
         "this model has: " + ", ".join(names),
     )
+
+
+def _check_modules_to_save(method: LoraFields, info: ModelInfo) -> tuple[str, str, str] | None:
+    """peft trains in full every module whose name ends with an entry, and silently nothing for an entry that matches
+    no module: refuse such an entry, with the nearest module name as the hint."""
+    known = set(info.module_params) or set(info.param_counts) | {name for full in info.linear_shapes for name in _prefixes(full)}
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in known if not name.rsplit(".", 1)[-1].isdigit()})
+    for i, entry in enumerate(method.modules_to_save):
+        if any(_saves(name, entry) for name in known):
+            continue
+        close = did_you_mean(entry, leaves)
+        return (
+            f"method.modules_to_save.{i}",
+            f"no module of {info.architecture} is named {entry!r}: nothing extra would be trained",
+            close or "name modules of the model, e.g. " + ", ".join(leaves[:8]),
+        )
+    return None
+
+
+def _prefixes(name: str) -> Iterator[str]:
+    """'model.layers.0.mlp' -> model, model.layers, model.layers.0, model.layers.0.mlp."""
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):
+        yield ".".join(parts[:end])
+
+
+def check_lora(loaded: Any) -> Iterator[Any]:
+    """The checks of every method with a LoRA adapter: lists that name a module twice, and the scale."""
+    method = loaded.spec.method
+    lists = ("target_modules", "modules_to_save") if isinstance(method.target_modules, list) else ("modules_to_save",)
+    for key in lists:
+        seen: set[str] = set()
+        for i, name in enumerate(getattr(method, key)):
+            if name in seen:
+                yield loaded.diag(f"method.{key}.{i}", f"{name!r} is listed twice", "list each module once (was another module meant?)")
+            seen.add(name)
+    yield from check_scale(loaded)
 
 
 def check_scale(loaded: Any) -> Iterator[Any]:
@@ -118,6 +166,6 @@ LORA = MethodDef(
     learning_rate=lambda method: 2e-4,
     learning_rate_range=(1e-4, 3e-4),
     lighter="qlora",
-    checks=check_scale,
+    checks=check_lora,
     model_check=check_targets,
 )

@@ -11,7 +11,7 @@ from ftc.compiler.methods.base import MethodDef, ResolveContext
 from ftc.compiler.methods.lora import (
     LoraFields,
     LoraPlanFields,
-    check_scale,
+    check_lora,
     check_targets,
     lora_arguments,
     lora_trainable_params,
@@ -69,7 +69,7 @@ def _checks(loaded: Any) -> Iterator[Any]:
         yield loaded.diag("hardware.strategy", "QLoRA cannot shard 4-bit weights with DeepSpeed ZeRO-3", 'use strategy = "fsdp" or "ddp", or kind = "lora"')
     if spec.hardware.accelerator == "cpu" and spec.method.bnb_4bit_compute_dtype == "float16":
         yield loaded.diag("method.bnb_4bit_compute_dtype", "bitsandbytes' CPU 4-bit kernels do not compute in float16", 'use "float32" or "bfloat16" (or "auto")')
-    yield from check_scale(loaded)
+    yield from check_lora(loaded)
 
 
 QLORA = MethodDef(

@@ -156,7 +156,21 @@ def fix_hint(spec: Spec, w: Workload, target: Target) -> str:
 
 
 def fit_diagnostics(loaded: LoadedSpec, plan: Plan, info: ModelInfo) -> list[Diagnostic]:
-    """An error when the plan's estimated peak exceeds the GPU's memory, a warning when it is within 10% of it."""
+    """What the plan asks of the model and the machine: a warning when max_length runs past the model's context;
+    an error when the plan's estimated peak exceeds the GPU's memory, a warning when it is within 10% of it."""
+    return _context(loaded, info) + _memory(loaded, plan, info)
+
+
+def _context(loaded: LoadedSpec, info: ModelInfo) -> list[Diagnostic]:
+    context, max_length = info.max_position_embeddings, loaded.spec.data.max_length
+    if context is None or max_length <= context:
+        return []
+    message = f"max_length = {max_length} is longer than the {context} positions {info.architecture} was trained on"
+    hint = f"examples that long run past the model's context; lower max_length to {context} or less"
+    return [loaded.diag("data.max_length", message, hint, severity="warning")]
+
+
+def _memory(loaded: LoadedSpec, plan: Plan, info: ModelInfo) -> list[Diagnostic]:
     spec = loaded.spec
     e = plan.estimates
     target = target_of(spec.hardware)

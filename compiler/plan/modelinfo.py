@@ -7,10 +7,9 @@ import contextlib
 import functools
 import io
 import logging
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ftc.compiler.plan.inputs import ModelSource
+from ftc.compiler.plan.inputs import InputError, ModelSource
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,7 @@ class ModelInfo:
     num_key_value_heads: int
     head_dim: int
     intermediate_size: int  # the MLP's inner width
+    module_params: dict[str, int] = field(default_factory=dict)  # every module's dotted name -> its parameter count
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,18 @@ class TokenizerInfo:
     tokenizer_class: str
 
 
+@contextlib.contextmanager
 def _quiet():
-    """transformers logs progress and warnings while parsing GGUF; the compiler's output stays clean."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    return contextlib.redirect_stderr(io.StringIO())
+    """transformers logs progress and warnings while parsing GGUF; the compiler's output stays clean. Only while
+    it reads the model: the level is put back, so that warnings after it still show."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _fingerprint(source: ModelSource) -> tuple:
@@ -60,8 +67,22 @@ def _tokenizer(fingerprint: tuple, where: str, gguf_file: str | None):
 
 
 def load_tokenizer(source: ModelSource):
-    """The model's tokenizer (cached per set of file hashes: compiling twice in one process loads it once)."""
-    return _tokenizer(_fingerprint(source), str(source.local_dir), source.gguf_file)
+    """The model's tokenizer (cached per set of file hashes: compiling twice in one process loads it once).
+    Raises InputError at model.base when transformers cannot read it (a damaged or truncated file)."""
+    try:
+        return _tokenizer(_fingerprint(source), str(source.local_dir), source.gguf_file)
+    except Exception as exc:  # noqa: BLE001 - whatever transformers raises on a damaged file, the user needs the file named
+        raise _unreadable(source, "tokenizer", exc) from None
+
+
+def _unreadable(source: ModelSource, what: str, exc: Exception) -> InputError:
+    """transformers' failure to read a model's files, as a diagnostic: which model, what failed, and what to do."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return InputError(
+        "model.base",
+        f"transformers cannot read the {what} of {source.reference}: {type(exc).__name__}: {reason[:300]}",
+        "the model's files are damaged, truncated or of a kind this transformers does not support; download or convert it again",
+    )
 
 
 def tokenizer_info(tokenizer) -> TokenizerInfo:
@@ -75,8 +96,12 @@ def tokenizer_info(tokenizer) -> TokenizerInfo:
 
 
 def inspect_model(source: ModelSource) -> ModelInfo:
-    """Shapes and parameter counts from a meta-device instance: exact, and no weights are read."""
-    return _inspect(_fingerprint(source), str(source.local_dir), source.gguf_file)
+    """Shapes and parameter counts from a meta-device instance: exact, and no weights are read.
+    Raises InputError at model.base when transformers cannot read the config."""
+    try:
+        return _inspect(_fingerprint(source), str(source.local_dir), source.gguf_file)
+    except Exception as exc:  # noqa: BLE001 - as in load_tokenizer
+        raise _unreadable(source, "config", exc) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -103,6 +128,7 @@ def _inspect(fingerprint: tuple, where: str, gguf_file: str | None) -> ModelInfo
         if isinstance(m, nn.Linear) and m is not output
     }
     counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    every = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_modules() if name}
     text = getattr(config, "text_config", None) or config
     heads = text.num_attention_heads
     return ModelInfo(
@@ -119,6 +145,7 @@ def _inspect(fingerprint: tuple, where: str, gguf_file: str | None) -> ModelInfo
         num_key_value_heads=getattr(text, "num_key_value_heads", None) or heads,
         head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
         intermediate_size=getattr(text, "intermediate_size", None) or 4 * text.hidden_size,
+        module_params=every,
     )
 
 

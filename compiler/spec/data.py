@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ftc.compiler.schema import SpecModel
+from ftc.compiler.schema import SpecModel, free_text, one_line, path_text
+
+SYSTEM_PROMPT_LIMIT = 65_536  # characters of data.system_prompt
 
 
 class Data(SpecModel):
@@ -72,11 +74,16 @@ class Data(SpecModel):
     )
     system_prompt: str | None = Field(
         default=None,
-        description="System turn to put first when `convert_to = \"chat\"` converts completion data. Unset adds none.",
+        max_length=SYSTEM_PROMPT_LIMIT,
+        description=(
+            "System turn to put first when `convert_to = \"chat\"` converts completion data, up to "
+            f"{SYSTEM_PROMPT_LIMIT} characters. Unset adds none."
+        ),
     )
     label_field: str | None = Field(
         default=None,
         min_length=1,
+        max_length=256,
         description=(
             "The field that holds each example's label, for the label balance in `ftc data check` and its "
             "imbalance warning: a field of the record (then allowed next to the format's own), or a key of the "
@@ -104,3 +111,7 @@ class Data(SpecModel):
         default=False,
         description="Strip leading and trailing whitespace from every string of every example.",
     )
+
+    _check_paths = field_validator("train", "validation")(path_text)
+    _check_label_field = field_validator("label_field")(one_line)
+    _check_system_prompt = field_validator("system_prompt")(free_text)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ftc.compiler.schema import SpecModel, env_var_name
+from ftc.compiler.schema import SpecModel, env_var_name, one_line, path_text
 
 
 class Model(SpecModel):
@@ -21,6 +21,7 @@ class Model(SpecModel):
     )
     revision: str | None = Field(
         default=None,
+        max_length=256,
         description=(
             "Hub ids only: a branch, tag or commit sha. The compiler resolves it to a commit sha, "
             "which the lock records."
@@ -53,4 +54,6 @@ class Model(SpecModel):
         description="Name of the environment variable holding a hub token, for gated models.",
     )
 
+    _check_paths = field_validator("base", "chat_template")(path_text)
+    _check_revision = field_validator("revision")(one_line)
     _check_token_env = field_validator("token_env")(env_var_name)

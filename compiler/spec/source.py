@@ -8,6 +8,7 @@ well formed and only has to track strings, arrays, inline tables and comments.
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass, field
 
 Path = tuple[str | int, ...]
@@ -91,7 +92,9 @@ class _Scanner:
         while True:
             self.skip_blank(newlines=False)
             if self.peek() in "\"'":
-                parts.append(self.read_string_value())
+                basic = self.peek() == '"'
+                raw = self.read_string_value()
+                parts.append(_unescape(raw) if basic else raw)
             else:
                 m = _BARE_KEY.match(self.text, self.i)
                 if not m:
@@ -216,6 +219,14 @@ class _Scanner:
                 self.advance()  # '='
                 self.skip_blank(newlines=False)
                 self.read_value(path)
+
+
+def _unescape(raw: str) -> str:
+    """A basic-string key as TOML reads it (`"a\\u001bb"` is a key with an ESC in it), or as written when it is broken."""
+    try:
+        return tomllib.loads(f'k = "{raw}"')["k"]
+    except tomllib.TOMLDecodeError:
+        return raw
 
 
 def map_source(text: str) -> SourceMap:

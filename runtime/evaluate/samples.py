@@ -18,7 +18,7 @@ import gc
 import json
 from pathlib import Path
 
-from ftc.compiler.build.lock import write_atomic
+from ftc.compiler.atomic import write_atomic
 from ftc.runtime.generate import generate_answers, prompt_of, stop_token_ids
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import (

@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.build.lock import write_atomic
+from ftc.compiler.atomic import write_atomic
 from ftc.compiler.plan.model import Lock
 from ftc.runtime.report import plots
 from ftc.runtime.report.gather import ANSWER_CHARS, Report, gather_report, is_number
@@ -46,7 +46,15 @@ from ftc.runtime.runfolder import (
     MergeCheck,
     ParityCheck,
     RunRecord,
+    live_process,
 )
+
+
+def shown_status(record: RunRecord) -> str | None:
+    """run.json's status, except for a "running" run that no process runs any more: it was killed."""
+    if record.status == "running" and not live_process(record):
+        return "killed (run.json says running, and no process of the run is left; resume it or start a new one)"
+    return record.status
 
 
 def write_report(run_dir: Path, output: Path | None = None, step: Callable[[str], None] = lambda label: None) -> tuple[Path, Report]:
@@ -206,7 +214,7 @@ def _header(r: Report) -> str:
         part for part in (f"ftc {rec.ftc_version}" if rec.ftc_version else "", ", ".join(f"{k} {v}" for k, v in sorted(rec.packages.items()) if v)) if part
     ) or "not recorded"
     facts = [
-        ("status", e(rec.status or "not recorded")),
+        ("status", e(shown_status(rec) or "not recorded")),
         ("plan", f'<span class="hash">sha256:{e(r.plan_hash)}</span>'),
         ("spec", f"<code>{e(rec.spec or lock.inputs.spec.path)}</code>"),
         ("base model", f"<code>{e(lock.inputs.model.reference)}</code>"),

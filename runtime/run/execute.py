@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ftc.compiler import __version__
-from ftc.compiler.build.compile import SCRIPT_NAME, Build
+from ftc.compiler.build.compile import SCRIPT_NAME, Build, unsafe_build_paths
+from ftc.compiler.atomic import is_alive
 from ftc.compiler.build.lock import LOCK_NAME, LockError, plan_hash, read_lock
 from ftc.compiler.build.stale import check_hashes, stale_reasons
 from ftc.compiler.exitcodes import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUT_OF_MEMORY
 from ftc.compiler.plan.model import Lock
 from ftc.compiler.plan.resolve import installed_versions
+from ftc.runtime.models import sealed_checkpoints
 from ftc.runtime.runfolder import (
     CHECKPOINTS,
     EVENTS,
@@ -68,17 +70,24 @@ class Target:
 
 
 def locate(target: Path) -> Target:
-    """A spec file, or a build folder whose lock names its spec."""
-    if target.is_dir():
-        lock_path = target / LOCK_NAME
-        if not lock_path.is_file():
-            raise RunRefused(f"{target} has no {LOCK_NAME}; give a spec, or compile one into this folder first")
-        root = target.resolve().parents[1]  # build/<name>/ lies under the project root
-        try:
-            return Target(root / read_lock(lock_path).inputs.spec.path, root)
-        except LockError as exc:
-            raise RunRefused(f"{exc}; give the spec instead") from None
-    return Target(target, Path.cwd())
+    """A spec file, or a build folder (build/<name>/, not a link) whose lock names its spec and its name."""
+    if not target.is_dir():
+        return Target(target, Path.cwd())
+    if unsafe := unsafe_build_paths(target):
+        raise RunRefused("\n".join(unsafe))
+    lock_path = target / LOCK_NAME
+    if not lock_path.is_file():
+        raise RunRefused(f"{target} has no {LOCK_NAME}; give a spec, or compile one into this folder first")
+    try:
+        lock = read_lock(lock_path)
+    except LockError as exc:
+        raise RunRefused(f"{exc}; give the spec instead") from None
+    folder = target.resolve()
+    if folder.parent.name != "build" or folder.name != lock.project.name:
+        raise RunRefused(f"{target} holds the build of project {lock.project.name!r} ({lock.inputs.spec.path}), and a build runs only from "
+                         f"build/{lock.project.name}/ in its project: give the spec instead, or compile it there")
+    root = folder.parents[1]  # build/<name>/ lies under the project root
+    return Target(root / lock.inputs.spec.path, root)
 
 
 def check_current(
@@ -90,6 +99,11 @@ def check_current(
     the package drift that was allowed (for a warning)."""
     found = check_hashes(where.spec, where.root)
     spec = os.path.relpath(where.spec)
+    if found.directory is None and recompile() is None:  # the spec does not validate: compiling reported why
+        raise RunRefused(f"{spec} has errors (listed above); fix them, then run `ftc compile {spec}`")
+    unsafe = unsafe_build_paths(found.directory, found.lock.artifacts if found.lock else ()) if found.directory else []
+    if unsafe:  # named before the hashes' reasons: hashing follows links
+        raise RunRefused(f"the build in {os.path.relpath(found.directory)} is not safe to run:" + "".join(f"\n  - {u}" for u in unsafe))
     drift = found.drift
     if drift and not allow_version_drift:
         listing = "\n".join(f"  - {d}" for d in drift)
@@ -174,20 +188,12 @@ def check_resumable(build: Build, run_dir: Path) -> RunRecord:
     if record.status == "completed":
         raise RunRefused(f"{run_dir} has already completed; start a new run instead")
     if record.status == "running":
-        alive = [pid for pid in (record.pid, record.sessions[-1].pid if record.sessions else None) if pid and _alive(pid)]
+        alive = [pid for pid in (record.pid, record.sessions[-1].pid if record.sessions else None) if pid and is_alive(pid)]
         if alive:
             raise RunRefused(f"{run_dir} is still running (process {alive[0]}); stop it first (Ctrl-C, or kill -INT {alive[0]})")
+    if not sealed_checkpoints(run_dir):
+        raise RunRefused(f"nothing to resume: {run_dir} holds no complete checkpoint (it stopped before sealing one); start a new run instead")
     return record
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def command_for(build: Build, run_dir: Path) -> list[str]:

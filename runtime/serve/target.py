@@ -14,8 +14,6 @@ answers with (the served weights, float32 on the CPU).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from ftc.runtime.models import (
     locked_chat_template,
     open_run,
     placement,
+    save_whole,
 )
 from ftc.runtime.runfolder import (
     MERGED,
@@ -147,10 +146,7 @@ def _dense_base(run: RunFolder, name: str, step: Callable[[str], None]):
     folder = run.path / name
     if not (folder / "config.json").is_file():
         step(f"writing a dense copy of the base for vLLM: {folder}")
-        tmp = run.path / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        base.save_pretrained(str(tmp))
-        tmp.rename(folder)
+        save_whole(base, folder)
     return folder, base
 
 

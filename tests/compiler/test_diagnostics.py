@@ -1,23 +1,15 @@
-"""The diagnostics corpus: every spec under tests/invalid/ carries its expected diagnostics as comments.
-
-An offending line ends in `# ERROR: <summary>` (or `# WARNING: <summary>`), where the summary is part of
-the diagnostic's message. A line may carry several annotations when one key draws several diagnostics.
-The test checks both ways: each annotated line got a diagnostic of that severity whose message contains
-the summary, and no line got a diagnostic it was not annotated for.
-"""
+"""The diagnostics corpus: every spec under tests/invalid/ carries its expected diagnostics as comments
+(the annotation format is in tests/annotated.py)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from ftc.compiler.diagnostics import Diagnostic
-from ftc.compiler.spec.checks import validate
+from annotated import check_annotated, diagnostics, listing
 
 TESTS = Path(__file__).resolve().parent.parent
 CORPUS = TESTS / "invalid"
@@ -25,56 +17,12 @@ VALID_SPEC = TESTS / "fixtures" / "valid_spec.toml"
 REPO = TESTS.parent
 CASES = sorted(CORPUS.glob("*.toml"))
 
-_ANNOTATION = re.compile(r"#\s*(ERROR|WARNING):\s*(.*?)\s*(?=#\s*(?:ERROR|WARNING):|$)")
 _HEADLINE = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+):(?P<col>\d+): (?P<key>[\w.-]+): ")
-
-
-@dataclass(frozen=True)
-class Expected:
-    line: int
-    severity: str  # "error" or "warning"
-    summary: str
-
-
-def annotations(path: Path) -> list[Expected]:
-    found = []
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        for label, summary in _ANNOTATION.findall(text):
-            found.append(Expected(number, label.lower(), summary))
-    return found
-
-
-def diagnostics(path: Path) -> list[Diagnostic]:
-    _, diags, _ = validate(path)
-    return diags
-
-
-def _listing(diags: list[Diagnostic]) -> str:
-    return "\n".join(f"  {d.headline()}" for d in sorted(diags, key=lambda d: (d.line, d.col))) or "  (none)"
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_corpus_case(path: Path) -> None:
-    expected = annotations(path)
-    assert expected, f"{path.name} has no # ERROR: or # WARNING: annotation"
-    diags = diagnostics(path)
-    got = {(d.line, d.severity) for d in diags}
-    want = {(e.line, e.severity) for e in expected}
-    assert got == want, (
-        f"{path.name}: diagnostics on the wrong lines\n"
-        f"  unexpected: {sorted(got - want)}\n  missing: {sorted(want - got)}\n{_listing(diags)}"
-    )
-    for e in expected:
-        messages = [d.message for d in diags if d.line == e.line and d.severity == e.severity]
-        assert any(e.summary in m for m in messages), (
-            f"{path.name}:{e.line}: no {e.severity} containing {e.summary!r}\n{_listing(diags)}"
-        )
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for d in diags:
-        assert 1 <= d.line <= len(lines) and d.col >= 1, d.headline()
-        assert d.key or d.message.startswith("invalid TOML"), f"no key: {d.headline()}"
-        if d.is_error:
-            assert d.hint, f"error without a hint: {d.headline()}"
+    check_annotated(path)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
@@ -94,7 +42,7 @@ def test_corpus_is_broad() -> None:
 
 def test_valid_spec_has_no_diagnostics() -> None:
     diags = diagnostics(VALID_SPEC)
-    assert diags == [], _listing(diags)
+    assert diags == [], listing(diags)
 
 
 # -- the command line -------------------------------------------------------------------------------
