@@ -114,6 +114,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _next_step(run_dir: Path, shown: str) -> str:
+    """What to do with a finished run: merge it, or (virtual tokens, which do not merge) evaluate and serve it."""
+    from ftc.runtime.runfolder import RunFolderError, run_lock
+
+    try:
+        method = run_lock(run_dir).method
+    except RunFolderError:  # no readable copy of the lock: merging is the usual next step
+        return f"ftc merge {shown}"
+    if not method.merge_refusal:
+        return f"ftc merge {shown}"
+    return f"ftc eval {shown}" + (f", then ftc serve {shown}" if method.serve_as else "")
+
+
 def _print_summary(record: RunRecord, run_dir: Path) -> None:
     from ftc.runtime.runfolder import FINAL, RUN_RECORD, TRAIN_LOG
 
@@ -140,6 +153,6 @@ def _print_summary(record: RunRecord, run_dir: Path) -> None:
     shown = display(run_dir)
     console.print(f"record: {shown}/{RUN_RECORD}; log: {shown}/{TRAIN_LOG}", markup=False)
     if status == "completed":
-        console.print(f"next: ftc merge {shown}", markup=False)
+        console.print(f"next: {_next_step(run_dir, shown)}", markup=False)
     elif record.last_checkpoint:
         console.print(f"continue with: ftc run {record.spec} --resume {shown}", markup=False)

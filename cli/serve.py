@@ -69,8 +69,11 @@ def add_serve(verbs) -> None:
         description=(
             "Start vLLM's OpenAI-compatible server on RUN/merged/ (RUN: a run folder, or a spec for its newest "
             "completed run), on the run's base with its LoRA adapter (--adapter), or on any MODEL_DIR with "
-            "safetensors weights and a tokenizer. Host, port, served model name, API key variable, max_model_len "
-            "and dtype come from the lock's serve section; the chat template and stop tokens are those the model "
+            "safetensors weights and a tokenizer. A prompt-tuning or P-tuning run is served as its base, with the "
+            "learned virtual tokens put before each prompt as vLLM prompt embeddings by ftc's own OpenAI-compatible "
+            "front (chat and completions, no streaming); prefix tuning cannot be served. Host, port, served model "
+            "name, API key variable, max_model_len and dtype come from the lock's serve section; the chat template "
+            "and stop tokens are those the model "
             "trained with. Before declaring it ready, greedy answers from vLLM and from transformers to N held-out "
             "prompts must agree token for token (recorded in run.json under \"serve\"). Ctrl-C stops the server. "
             "Exit statuses: 0 stopped cleanly, 1 the parity gate or vLLM failed, 2 refused or usage error, "
@@ -85,7 +88,8 @@ def add_serve(verbs) -> None:
     p.add_argument(
         "--adapter",
         action="store_true",
-        help="serve the run's base with final/'s LoRA adapter through vLLM's LoRA support instead of merged/",
+        help="serve the run's base with final/'s LoRA adapter through vLLM's LoRA support instead of merged/ "
+        "(LoRA adapters only)",
     )
     p.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: serve.port, 8000)")

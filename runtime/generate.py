@@ -1,7 +1,8 @@
 """Greedy generation, as every stage that asks a model for answers does it: `ftc run`'s samples, `ftc eval`
 (locally and through an endpoint), `ftc merge`'s generation config, and `ftc serve`'s parity gate.
 
-  - The prompt: a record's prompt (the conversation before its last assistant turn, or its prompt field),
+  - The prompt: a record's prompt (the conversation before its last assistant turn, or its prompt field; of
+    unpaired data, only the desirable examples, whose completion is the reference answer),
     rendered with the locked chat template and its generation prompt; a plain-string prompt goes in as it is,
     as it did in training (prompt_of, render_prompt). Its token ids are the rendered text's, with no special
     tokens added: the template already wrote them, and vLLM's chat endpoint tokenizes the same way (prompt_ids).
@@ -73,9 +74,13 @@ def prompt_of(value: dict[str, Any], data_format: str, tokenizer, chat_template:
             messages[last]["content"],
             messages[:last],
         )
-    if data_format in ("completion", "preference"):
+    if data_format == "unpaired" and value.get("label") is not True:
+        # An undesirable completion is what the model should not say: no reference to score an answer against.
+        # Its prompt is left out rather than scored against nothing; the desirable examples are the references.
+        return None
+    if data_format in ("completion", "preference", "unpaired"):
         prompt = value["prompt"]
-        answer = value["completion" if data_format == "completion" else "chosen"]
+        answer = value["chosen" if data_format == "preference" else "completion"]
         text = prompt if isinstance(prompt, str) else render_prompt(tokenizer, chat_template, prompt)
         return Prompt(_content(prompt), text, _content(answer), None if isinstance(prompt, str) else prompt)
     return None
@@ -191,3 +196,61 @@ def generate_one(
     with torch.inference_mode():
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
     return cut_at_stop(output[0, len(ids) :].tolist(), stop_ids)
+
+
+def generate_with_virtual_tokens(
+    model, ids: list[int], stop_ids: list[int], pad_id: int | None, max_new_tokens: int
+) -> tuple[list[int], bool]:
+    """One prompt's greedy answer from a base with a virtual-token adapter attached (prompt, P- or prefix tuning),
+    computed as the model trained. peft 0.21's own cached generation is wrong under transformers 5.25: it looks for
+    the cache under "past_key_values", which transformers now calls "cache", so prompt and P-tuning get their
+    virtual tokens again at every step and prefix tuning loses its prefix (its answers equal the base's).
+      - prompt and P-tuning: the base generates, with its KV cache, from the inputs_embeds peft's forward would
+        give it: the virtual tokens (peft's get_prompt), then the prompt's token embeddings;
+      - prefix tuning: each token from a forward pass of the adapted model over the whole sequence so far, with
+        no cache (quadratic in the answer's length)."""
+    import torch
+
+    device = next(model.parameters()).device
+    if getattr(model.active_peft_config, "peft_type", None) in ("PROMPT_TUNING", "P_TUNING"):  # a str enum
+        base = model.get_base_model()
+        with torch.inference_mode():
+            tokens = base.get_input_embeddings()(torch.tensor([ids], device=device))
+            embeds = torch.cat([model.get_prompt(batch_size=1).to(tokens.dtype), tokens], dim=1)
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
+            config = greedy_config(stop_ids, pad_id, max_new_tokens)
+            output = base.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
+        return cut_at_stop(output[0].tolist(), stop_ids)  # from embeddings alone, generate returns the new tokens
+    sequence = list(ids)
+    answer: list[int] = []
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            input_ids = torch.tensor([sequence], device=device)
+            logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
+            token = int(logits[0, -1].argmax())
+            if token in stop_ids:
+                return answer, True
+            answer.append(token)
+            sequence.append(token)
+    return answer, False
+
+
+def answers_of(
+    model,
+    tokenizer,
+    texts: list[str],
+    stop_ids: list[int],
+    max_new_tokens: int,
+    recompute: bool = False,
+    done: Callable[[int], None] = lambda n: None,
+) -> list[Answer]:
+    """Greedy answers to rendered prompts: in padded batches (generate_answers), or, with `recompute` (a
+    virtual-token adapter attached), one prompt at a time through generate_with_virtual_tokens."""
+    if not recompute:
+        return generate_answers(model, tokenizer, texts, stop_ids, max_new_tokens, BATCH_SIZE, done)
+    answers = []
+    for text in texts:
+        ids, stopped = generate_with_virtual_tokens(model, prompt_ids(tokenizer, text), stop_ids, tokenizer.pad_token_id, max_new_tokens)
+        answers.append(Answer(tokenizer.decode(ids, skip_special_tokens=True), len(ids), stopped))
+        done(len(answers))
+    return answers

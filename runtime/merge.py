@@ -2,7 +2,10 @@
 that vLLM loads as it is), and prove on held-out examples that the merge changed nothing.
 
 What is merged into what:
-  - LoRA (and DPO with LoRA): the adapter goes into the dense base, in the plan's model dtype.
+  - LoRA (and DPO with LoRA), IA3, AdaLoRA and VeRA: the adapter goes into the dense base, in the plan's model
+    dtype (peft's merge_and_unload; AdaLoRA's pruned ranks are zeros, and merge as such).
+  - Prompt tuning, P-tuning and prefix tuning: refused before anything is loaded. They learn virtual tokens, not
+    weight changes (peft's merge_and_unload raises); the plan's method entry says why (merge_refusal).
   - QLoRA: the adapter was trained against the 4-bit base, so the base is loaded in 4 bits exactly as the
     run loaded it, dequantized into the compute dtype (bitsandbytes' dequantize_4bit, through transformers'
     `dequantize`), and the adapter is merged into that. Merging into the original full-precision weights
@@ -377,6 +380,10 @@ def merge_run(
     if examples < 1:
         raise ValueError("examples must be at least 1")
     run = open_run(run_dir)
+    refusal = run.lock.method.merge_refusal
+    if refusal:
+        used = "serve it as it is with `ftc serve`" if run.lock.method.serve_as else "score it with `ftc eval`"
+        raise MergeFailed(f"{run_dir} cannot be merged: {refusal}. Nothing was written; {used}")
     place = placement(run.lock)
     remove_leftovers(run_dir)
     tmp = run_dir / f"{MERGE_TMP_PREFIX}{os.getpid()}"

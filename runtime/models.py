@@ -355,3 +355,13 @@ def load_tuned(run: RunFolder, place: Placement, base=None):
         )
         return model.to(place.device).eval()
     return attach_adapter(run, load_base(run, place) if base is None else base)
+
+
+def tuned_for_answers(run: RunFolder, base):
+    """The tuned model to generate answers with, and whether it needs decoding without a KV cache: the base with
+    the adapter merged in memory (the weights merged/ holds, several times faster on a CPU than with the adapter's
+    layers attached), or for the virtual-token methods (nothing to merge) the base with the adapter attached,
+    which only uncached decoding answers faithfully (runtime/generate.py: generate_with_virtual_tokens)."""
+    if run.lock.method.merge_refusal:
+        return attach_adapter(run, base), True
+    return attach_adapter(run, base).merge_and_unload(), False

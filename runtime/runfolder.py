@@ -197,7 +197,7 @@ class ParityCheck(RecordModel):
 
 
 class Serving(RecordModel):
-    """run.json "serve": the parity check of each mode `ftc serve` ran ("merged", "adapter")."""
+    """run.json "serve": the parity check of each mode `ftc serve` ran ("merged", "adapter", "prompt_embeds")."""
 
     parity: dict[str, ParityCheck] = Field(default_factory=dict)
 

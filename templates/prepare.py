@@ -3,7 +3,7 @@
 ftc imports this file as a module (ftc.templates.prepare). A generated script includes it from the
 `# ---- ftc data preparation` banner down, verbatim (compiler/build/render.py, `support`): this docstring and
 the imports stay above the banner, and the script imports the same modules in its own import block at the
-top. So add an import here, above the banner, and to the import block of templates/sft.py.j2 and dpo.py.j2
+top. So add an import here, above the banner, and to the import block of templates/sft.py.j2 and preference.py.j2
 (tests/templates/test_script_layout.py fails until both agree). Standard library only.
 """
 
@@ -94,6 +94,8 @@ def render_record(tokenizer, chat_template, data_format, record, train_on_all):
         return render_prompt_completion(tokenizer, chat_template, record["prompt"], record["completion"], train_on_all)
     if data_format == "text":
         return render_text(tokenizer, record["text"])
+    if data_format == "unpaired":  # one sequence, as KTO trains it: the loss is on the completion whatever train_on
+        return render_unpaired(tokenizer, chat_template, record)
     raise ValueError(f"cannot tokenize {data_format} data for supervised training")
 
 
@@ -103,6 +105,12 @@ def render_preference(tokenizer, chat_template, record):
         render_prompt_completion(tokenizer, chat_template, record["prompt"], answer)
         for answer in (record["chosen"], record["rejected"])
     ]
+
+
+def render_unpaired(tokenizer, chat_template, record):
+    """An unpaired record (prompt, completion, label) -> (text, spans) of prompt + completion, as KTO sees it: the
+    completion carries the loss, desirable or not (the label says which way it pulls)."""
+    return render_prompt_completion(tokenizer, chat_template, record["prompt"], record["completion"])
 
 
 def tokenize_messages(tokenizer, chat_template, messages, train_on_all=False):
@@ -133,6 +141,11 @@ def preference_lengths(tokenizer, chat_template, record):
     return [len(ids) for ids, _ in encode_batch(tokenizer, render_preference(tokenizer, chat_template, record))]
 
 
+def unpaired_lengths(tokenizer, chat_template, record):
+    """Tokens of prompt + completion, as KTO sees them: a list of one, as preference_lengths lists two."""
+    return [len(ids) for ids, _ in encode_batch(tokenizer, [render_unpaired(tokenizer, chat_template, record)])]
+
+
 def held_out_indices(n_records, share, seed):
     """The records a validation_split holds out: a seeded sample, the same on every machine."""
     k = int(n_records * share)
@@ -151,14 +164,17 @@ def fit_length(ids, mask, max_length, policy):
 
 
 CONVERSATION_COLUMNS = ("messages", "prompt", "completion", "chosen", "rejected")
+UNPAIRED_COLUMNS = {"prompt", "completion", "label"}
 
 
 def record_from_row(row):
     """A CSV or Parquet row (column -> cell) as a record. A messages cell of text is JSON, decoded. In the other
     columns, text that is a JSON list of messages (objects with a role) is decoded, and other text (a prompt
     like "[urgent] ...") stays text. In a Parquet list of structs every message has every field: a null field
-    is one the message does not have."""
+    is one the message does not have. The label of an unpaired row, the text true or false in CSV, is that boolean."""
     record = dict(row)
+    if UNPAIRED_COLUMNS <= set(record) and record["label"] in ("true", "false"):  # a CSV cell holds text only
+        record["label"] = record["label"] == "true"
     for column in CONVERSATION_COLUMNS:
         cell = record.get(column)
         if isinstance(cell, list):

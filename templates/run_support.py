@@ -3,7 +3,7 @@
 A generated script includes this file from the `# ---- ftc training support` banner down, verbatim
 (compiler/build/render.py, `support`): this docstring and the imports stay above the banner, and the script
 imports the same modules in its own import block at the top. So add an import here, above the banner, and to
-the import block of templates/sft.py.j2 and dpo.py.j2 (tests/templates/test_script_layout.py fails until both
+the import block of templates/sft.py.j2 and preference.py.j2 (tests/templates/test_script_layout.py fails until both
 agree). The file stays an importable module (ftc.templates.run_support), which the tests use.
 """
 
@@ -311,7 +311,7 @@ def explain_out_of_memory(device, micro_batch, accumulation, checkpointing, meth
             f"training.micro_batch_size = {micro_batch // 2} "
             f"(gradient accumulation doubles to {accumulation * 2}; the batch stays the same)"
         )
-    if not checkpointing:
+    if not checkpointing and method != "prefix_tuning":  # prefix tuning cannot recompute activations (peft#869)
         advice.append(
             "training.gradient_checkpointing = true (recomputes activations: about 30% slower, far less memory)"
         )
@@ -319,6 +319,8 @@ def explain_out_of_memory(device, micro_batch, accumulation, checkpointing, meth
         "full": 'method.kind = "lora" or "qlora" (train an adapter instead of every weight)',
         "lora": 'method.kind = "qlora" (a 4-bit base under the LoRA adapter)',
         "dpo-full": 'method.adapter = "lora" (train an adapter; the reference is then the base itself)',
+        "kto-full": 'method.adapter = "lora" (train an adapter; the reference is then the base itself)',
+        "orpo-full": 'method.adapter = "lora" (train an adapter instead of every weight)',
     }
     if method in lighter:
         advice.append(lighter[method])

@@ -26,7 +26,7 @@ def test_wheel_carries_the_templates_and_runs(tmp_path):
     target = tmp_path / "site"
     (wheel,) = wheels.glob("ftc-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True)
-    for name in ("sft.py.j2", "dpo.py.j2", "prepare.py", "load_model.py", "starter.toml"):
+    for name in ("sft.py.j2", "preference.py.j2", "prepare.py", "load_model.py", "starter.toml"):
         assert (target / "ftc" / "templates" / name).is_file(), name
     for folder in ("cli", "compiler", "runtime", "templates"):  # every package of the tree is in the wheel
         for init in (REPO / folder).rglob("__init__.py"):

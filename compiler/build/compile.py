@@ -112,7 +112,7 @@ def compile_build(
     tok = tokenizer_info(tokenizer)
     chat_template, template_source = chat_template_for(loaded, tok, root)
     fmt = "chat" if spec.data.convert_to == "chat" else summary.format or "chat"
-    if chat_template is None and fmt in ("chat", "preference"):
+    if chat_template is None and fmt in ("chat", "preference", "unpaired"):
         raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
 
     data = DataSource(loaded, root)
@@ -165,6 +165,8 @@ def compile_build(
     )
     plan = resolve(spec, measured)
     fit = fit_diagnostics(loaded, plan, info)
+    if method_def.plan_check is not None:
+        fit += list(method_def.plan_check(loaded, plan))
     warnings += [d for d in fit if not d.is_error]
     if errors(fit):
         raise SpecError([*warnings, *errors(fit)])

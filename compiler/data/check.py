@@ -50,6 +50,7 @@ class SplitReport:
     labels: dict[str, int] | None = None
     label_field: str | None = None  # the spec's data.label_field; None when labels are inferred from the answers
     unlabeled: list[int] = field(default_factory=list)  # lines without a value for the label field
+    contradicted: list[tuple[int, int]] = field(default_factory=list)  # unpaired: (line, the earlier line it contradicts)
     too_many_labels: bool = False
 
     def as_dict(self, max_length: int, packing_strategy: str) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class SplitReport:
             "labels": self.labels,
             "label_field": self.label_field,
             "unlabeled": self.unlabeled,
+            "contradicted_labels": [list(pair) for pair in self.contradicted],
             "padding_waste": padding_waste(lengths, max_length, packing_strategy),
         }
         return out
@@ -143,14 +145,14 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
         report.cleaning = {"removed": sum(e["action"] == "removed" for e in cleaning), "changed": sum(e["action"] == "changed" for e in cleaning)}
     for split, key, records in data.splits():
         tick = progress(f"tokenizing {split}", None) if progress else None
-        collector = SplitCollector(fmt, d.label_field)
+        collector = SplitCollector(fmt, d.label_field or ("label" if fmt == "unpaired" else None))
         stats = measure(split, collector.watch(records()), tokenizer, chat_template, fmt, max_length=d.max_length, overlong=d.overlong, train_on_all=d.train_on == "all", tick=tick)
         report.splits.append(collector.report(split, data.display(key), stats))
         if split == "train":
             train_digests = set(collector.normalized)
         else:
             overlap = sorted(line for digest, lines in collector.normalized.items() if digest in train_digests for line in lines)
-    report.diagnostics += data_warnings(loaded, report.splits, overlap)
+    report.diagnostics += data_warnings(loaded, report.splits, overlap, fmt)
     return report
 
 
@@ -167,6 +169,8 @@ class SplitCollector:
         self.answers: Counter[str] | None = Counter()
         self.answered = 0
         self.unlabeled: list[int] = []  # lines whose example has no value for the label field
+        self.judged: dict[bytes, tuple[int, Any]] = {}  # unpaired: prompt + completion -> (first line, its label)
+        self.contradicted: list[tuple[int, int]] = []
 
     def watch(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
@@ -178,6 +182,10 @@ class SplitCollector:
         if self.fmt == "chat" and isinstance(value, dict) and isinstance(value.get("messages"), list):
             self.turns.append(len(value["messages"]))
         self.exact.setdefault(digest(value), []).append(record.line)
+        if self.fmt == "unpaired" and isinstance(value, dict):
+            first, label = self.judged.setdefault(digest([value.get("prompt"), value.get("completion")]), (record.line, value.get("label")))
+            if label != value.get("label"):
+                self.contradicted.append((record.line, first))
         self.normalized.setdefault(digest(normalize(value)), []).append(record.line)
         if self.label_field:
             label = label_of(value, self.fmt, self.label_field)
@@ -202,6 +210,7 @@ class SplitCollector:
         report.normalized_duplicates = [lines for lines in self.normalized.values() if len(lines) > 1]
         report.label_field = self.label_field
         report.unlabeled = self.unlabeled
+        report.contradicted = self.contradicted
         if self.label_field:
             report.labels = dict(self.answers.most_common()) if self.answers is not None else None
             report.too_many_labels = self.answers is None
@@ -210,9 +219,19 @@ class SplitCollector:
         return report
 
 
-def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], overlap: list[int]) -> list[Diagnostic]:
+def data_warnings(loaded: LoadedSpec, splits: list[SplitReport], overlap: list[int], fmt: str | None = None) -> list[Diagnostic]:
     out = []
     for s in splits:
+        if s.contradicted:
+            pairs = [f"{line} (against {first})" for line, first in s.contradicted]
+            out.append(loaded.diag(
+                f"data.{'train' if s.name == 'train' else 'validation'}",
+                f"{len(pairs)} {s.name} example(s) of {s.file} repeat an earlier prompt and completion with the opposite label, lines {lines_of(pairs)}",
+                "KTO would push the model towards and away from the same answer: keep one label for each",
+                severity="warning",
+            ))
+        if fmt == "unpaired" and s.label_field == "label":
+            continue  # desirable against undesirable is no answer to guess: KTO's own check weighs them (methods/kto.py)
         key = f"data.{'train' if s.name == 'train' else 'validation'}"
         if s.unlabeled and (s.labels or s.too_many_labels):  # when none has a label, `validate` says so
             out.append(loaded.diag(

@@ -23,6 +23,7 @@ read something else, and where Python's json takes what JSON forbids:
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
 import re
@@ -41,14 +42,16 @@ from ftc.compiler.data.records import (
 )
 from ftc.templates.prepare import record_from_row
 
-Format = Literal["chat", "completion", "preference", "text"]
+Format = Literal["chat", "completion", "preference", "unpaired", "text"]
 
 FORMAT_KEYS: dict[Format, frozenset[str]] = {
     "chat": frozenset({"messages"}),
     "completion": frozenset({"prompt", "completion"}),
     "preference": frozenset({"prompt", "chosen", "rejected"}),
+    "unpaired": frozenset({"prompt", "completion", "label"}),
     "text": frozenset({"text"}),
 }
+DETECTION_ORDER: tuple[Format, ...] = ("preference", "unpaired", "chat", "completion", "text")  # wider key sets first
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 Unit = Literal["line", "row"]
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as errors="surrogateescape" keeps them
@@ -409,15 +412,37 @@ def _skip_ws(text: str, i: int) -> int:
     return _WHITESPACE.match(text, i).end()  # type: ignore[union-attr]
 
 
-def detect_format(value: Any) -> Format | None:
-    """The format a record is in, judged by its keys; None when it fits none."""
+def detect_format(value: Any, extra_fields: tuple[str, ...] = ()) -> Format | None:
+    """The format a record is in, judged by its keys; None when it fits none. prompt + completion + label is
+    unpaired data, unless the spec names `label` as its label field (`extra_fields`) and the label is no boolean:
+    then it is completion data with a label to count."""
     if not isinstance(value, dict):
         return None
     keys = set(value)
-    for fmt in ("preference", "chat", "completion", "text"):
-        if FORMAT_KEYS[fmt] <= keys:  # type: ignore[index]
-            return fmt  # type: ignore[return-value]
+    for fmt in DETECTION_ORDER:
+        if FORMAT_KEYS[fmt] <= keys:
+            if fmt == "unpaired" and "label" in extra_fields and not isinstance(value["label"], bool):
+                continue
+            return fmt
     return None
+
+
+def record_format(value: Any, file_format: Format | None, extra_fields: tuple[str, ...] = ()) -> Format | None:
+    """The format a record is judged by in a file whose format (set by its first record) is `file_format`: a
+    record that has the file format's keys is that format's record, its other keys unknown fields (a completion
+    file's record with a label has an extra field; it is not unpaired data in the wrong file)."""
+    found = detect_format(value, extra_fields)
+    if file_format is not None and found != file_format and isinstance(value, dict) and FORMAT_KEYS[file_format] <= set(value):
+        return file_format
+    return found
+
+
+def _mismatch(value: dict[str, Any], found: Format, fmt: Format) -> tuple[str, str]:
+    if (found, fmt) == ("completion", "unpaired"):
+        typo = next((k for k in sorted(value) if k not in FORMAT_KEYS[fmt] and difflib.get_close_matches(k, ["label"], cutoff=0.6)), None)
+        hint = f"did you mean 'label'? {typo!r} is no field of unpaired data" if typo else 'add "label": true (a desirable completion) or false (an undesirable one)'
+        return "record has no label, which every unpaired example has", hint
+    return f"record is {found} data, but the file is {fmt} data", "every record of a file must have the same format"
 
 
 @dataclass(frozen=True)
@@ -442,15 +467,13 @@ def survey(path: Path, display: str, transform: Callable[[Any], Any] | None = No
             continue
         if transform is not None:
             item = Record(item.line, transform(item.value), item.unit)
-        found = detect_format(item.value)
+        found = record_format(item.value, fmt, extra_fields)
         if fmt is None:
             fmt = found
         if found is None:
             problems.append(DataProblem(display, item.line, *describe_unknown(item.value, path.suffix), item.unit))
         elif found != fmt:
-            problems.append(
-                DataProblem(display, item.line, f"record is {found} data, but the file is {fmt} data", "every record of a file must have the same format", item.unit)
-            )
+            problems.append(DataProblem(display, item.line, *_mismatch(item.value, found, fmt), item.unit))  # type: ignore[arg-type]
         else:
             found_problems = record_problems(item.value, found, extra_fields)
             problems.extend(DataProblem(display, item.line, message, hint, item.unit) for message, hint in found_problems)

@@ -8,6 +8,10 @@ chat        {"messages": [...]}: an optional system turn first, then user and as
 completion  {"prompt", "completion"}: strings, or message lists (the prompt ends with a user turn; the
             completion is assistant turns).
 preference  {"prompt", "chosen", "rejected"}: the same, and chosen must differ from rejected.
+unpaired    {"prompt", "completion", "label"}: a prompt and completion as above, and a label that is JSON's true
+            (the completion is desirable) or false (undesirable), as trl's KTOTrainer takes them.
+A prompt and its answers are all strings or all message lists: a string prompt with a list answer (or the
+reverse) renders as neither.
 text        {"text"}: a non-empty string.
 No other fields are allowed (but a label field the spec names): a misspelled field would otherwise be
 ignored without a word. A conversation has at most MAX_TURNS turns, a record at most MAX_DEPTH levels of
@@ -36,8 +40,20 @@ FIELDS = {
     "chat": ("messages",),
     "completion": ("prompt", "completion"),
     "preference": ("prompt", "chosen", "rejected"),
+    "unpaired": ("prompt", "completion", "label"),
     "text": ("text",),
 }
+# The formats each kind of training takes (a method's MethodDef.trains_on), and how messages name them.
+TRAINS_ON_FORMATS = {"demonstrations": ("chat", "completion", "text"), "preferences": ("preference",), "unpaired": ("unpaired",)}
+TRAINS_ON_WORDS = {"preferences": "preference data (prompt, chosen, rejected)", "unpaired": "unpaired data (prompt, completion, label)"}
+TRAINS_ON_FIELDS = {"preferences": "prompt, chosen and rejected", "unpaired": "prompt, completion and label (true or false)"}
+# A pair holds two unpaired examples (as trl's unpair_preference_dataset makes them); unpaired examples hold no pairs.
+UNPAIR_HINT = (
+    'each pair makes two unpaired examples, {"prompt", "completion": chosen, "label": true} and '
+    '{"prompt", "completion": rejected, "label": false}: write them to a file and train on it'
+)
+_STRAY_LABEL_HINT = "a file holds one format: a label (true or false) on every record makes it unpaired data (for KTO); on none, completion data"
+ANSWERS = {"completion": ("completion",), "preference": ("chosen", "rejected"), "unpaired": ("completion",)}
 
 
 def record_problems(value: dict[str, Any], fmt: str, extra_fields: tuple[str, ...] = ()) -> list[Problem]:
@@ -45,18 +61,52 @@ def record_problems(value: dict[str, Any], fmt: str, extra_fields: tuple[str, ..
     `extra_fields` are allowed besides the format's own (the spec's data.label_field)."""
     allowed = FIELDS[fmt] + extra_fields
     problems = _unknown_fields(value, allowed, "field", "a record has only " + ", ".join(allowed))
+    if fmt == "completion" and "label" in value and "label" not in allowed:  # unpaired data's label, in a completion file
+        problems = [(m, _STRAY_LABEL_HINT if m == "unknown field 'label'" else h) for m, h in problems]
     if fmt == "chat":
         problems += conversation_problems(value["messages"], "messages")
     elif fmt == "text":
         problems += _text_problems(value["text"], "text")
     else:
         problems += _prompt_problems(value["prompt"])
-        answers = ("completion",) if fmt == "completion" else ("chosen", "rejected")
-        for key in answers:
+        for key in ANSWERS[fmt]:
             problems += _answer_problems(value[key], key)
+        problems += _mixed_problems(value, ANSWERS[fmt])
         if fmt == "preference" and value["chosen"] == value["rejected"] and value["chosen"] not in ("", []):
             problems.append(("chosen and rejected are identical: the pair teaches no preference", "make rejected the worse answer, or drop the pair"))
+        if fmt == "unpaired":
+            problems += _label_problems(value["label"])
     return problems
+
+
+def _mixed_problems(value: dict[str, Any], answers: tuple[str, ...]) -> list[Problem]:
+    """A string prompt with message-list answers, or the reverse: the chat template renders lists, plain text is
+    joined as it is, and no rendering does both."""
+    prompt = value["prompt"]
+    if not isinstance(prompt, (str, list)) or not prompt:  # a prompt of neither shape is already a problem
+        return []
+    problems = []
+    for key in answers:
+        answer = value[key]
+        if isinstance(answer, (str, list)) and answer and isinstance(answer, list) != isinstance(prompt, list):
+            shapes = ("a list of messages", "a string") if isinstance(prompt, list) else ("a string", "a list of messages")
+            problems.append((f"the prompt is {shapes[0]} but {key} is {shapes[1]}", "give both as strings, or both as lists of messages"))
+    return problems
+
+
+def _label_problems(label: Any) -> list[Problem]:
+    """An unpaired example's label is JSON's true or false: a string or a number would pass a truthiness test and
+    flip the meaning of "false" or "0" without a word."""
+    hint = "write true (a desirable completion) or false (an undesirable one), without quotes"
+    if isinstance(label, bool):
+        return []
+    meant = {"true": "true", "false": "false", "1": "true", "0": "false"}.get(str(label).strip().lower())
+    if label is None:
+        return [("label is null, not true or false", hint)]
+    if isinstance(label, (str, int, float)):
+        shown = repr(label[:40]) if isinstance(label, str) else str(label)
+        return [(f"label is the {json_kind(label)} {shown}, not the JSON boolean {meant}" if meant else f"label is the {json_kind(label)} {shown}, not true or false", hint)]
+    return [(f"label is {with_article(json_kind(label))}, not true or false", hint)]
 
 
 def _unknown_fields(value: dict[str, Any], allowed: tuple[str, ...], what: str, hint: str) -> list[Problem]:
@@ -230,7 +280,7 @@ def describe_unknown(value: Any, suffix: str) -> tuple[str, str]:
         return message, 'a record is one JSON object, such as {"messages": [...]} or {"prompt": ..., "completion": ...}'
     # a key with spaces at its ends or with control characters (a terminal escape sequence) is shown quoted
     keys = ", ".join(k if k and k.isprintable() and k == k.strip() else repr(k) for k in sorted(value)) or "no keys"
-    message = f"record has {keys}; expected messages, prompt+completion, prompt+chosen+rejected, or text"
+    message = f"record has {keys}; expected messages, prompt+completion, prompt+chosen+rejected, prompt+completion+label, or text"
     if suffix == ".csv" and any(";" in key or "\t" in key for key in value):
         return message, "the header seems to separate its cells with ';' or tabs: save the file with commas between cells"
     known = sorted({key for keys in FIELDS.values() for key in keys})

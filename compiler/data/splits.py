@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from ftc.compiler.atomic import replace_atomic
 from ftc.compiler.data.clean import Cleaning, clean_stream, jsonl_line, to_chat
-from ftc.compiler.data.read import Record, detect_format, iter_records
+from ftc.compiler.data.read import Record, iter_records, record_format
 from ftc.compiler.data.records import record_problems
 from ftc.compiler.plan.inputs import relative_to_root
 from ftc.compiler.spec.checks import extra_fields
@@ -80,8 +80,7 @@ class DataSource:
         records: Iterator[Record] = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
         if self.cleaning.active:
             records = clean_stream(records, self.cleaning, self.file(key), report if report is not None else [])
-        allowed = extra_fields(self.data)
-        records = _one_format(r for r in records if _well_formed(r.value, allowed))
+        records = _well_formed(records, extra_fields(self.data))
         if self.data.convert_to == "chat":
             records = (replace(r, value=to_chat(r.value, self.data.system_prompt)) for r in records)
         return records
@@ -119,17 +118,12 @@ class DataSource:
         return StreamedFile(digest.hexdigest(), write)
 
 
-def _one_format(records: Iterator[Record]) -> Iterator[Record]:
-    """The records of the file's format, which its first record sets, as the survey does: a record of another
-    format is reported there as a problem and never trains."""
+def _well_formed(records: Iterator[Record], allowed: tuple[str, ...]) -> Iterator[Record]:
+    """The well-formed records of the file's format, which its first record sets, each judged as the survey judges
+    it (read.record_format): a record of another format, or with a problem, is reported there and never trains."""
     fmt = None
     for record in records:
-        found = detect_format(record.value)
+        found = record_format(record.value, fmt, allowed)
         fmt = fmt or found
-        if found == fmt:
+        if found is not None and found == fmt and not record_problems(record.value, found, allowed):
             yield record
-
-
-def _well_formed(value: Any, allowed: tuple[str, ...]) -> bool:
-    fmt = detect_format(value)
-    return fmt is not None and not record_problems(value, fmt, allowed)

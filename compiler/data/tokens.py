@@ -211,7 +211,7 @@ def _tokenize_chunk(job: _Job, chunk: Chunk) -> list[Outcome]:
         elif job.data_format == "preference":  # DPO trains the longer of prompt + chosen, prompt + rejected
             n = max(len(ids) for ids, _ in pieces)
             outcomes.append((line, n, min(n, job.max_length), None))
-        else:
+        else:  # one sequence: chat, completion, text, or unpaired (KTO's prompt + completion, loss on the completion)
             ids, mask = pieces[0]
             outcomes.append((line, len(ids), sum(mask[: job.max_length]), None))
     return outcomes

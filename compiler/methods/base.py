@@ -31,11 +31,15 @@ if TYPE_CHECKING:
 SCRIPT_SUPPORT = ("load_model.py", "prepare.py", "run_support.py")  # included verbatim by every method's template
 
 
+ADAPTERS = ("lora", "ia3", "adalora", "vera", "prompt_tuning", "p_tuning", "prefix_tuning")  # peft's, by its names
+PROMPT_LEARNING = ("prompt_tuning", "p_tuning", "prefix_tuning")  # virtual tokens, not weight deltas: nothing to merge
+
+
 class MethodPlan(PlanModel):
     """The method's entry in the plan. Subclasses add the library arguments they resolve (peft's, trl's)."""
 
     kind: str
-    adapter: Literal["lora", "none"]
+    adapter: Literal["lora", "ia3", "adalora", "vera", "prompt_tuning", "p_tuning", "prefix_tuning", "none"]
     trainable_params: int
     total_params: int
 
@@ -46,9 +50,20 @@ class MethodPlan(PlanModel):
     # an adapter to switch off, that reference is a second copy of the base in memory
     utilization: ClassVar[float | None] = None  # the share of the GPU's peak to assume; None: by adapter
 
+    # What merge and serve do with the output (runtime/merge.py, runtime/serve/):
+    merge_refusal: ClassVar[str | None] = None  # why `ftc merge` cannot fold the output into the base; None: it can
+    serve_as: ClassVar[Literal["weights", "prompt_embeds"] | None] = "weights"  # how vLLM serves it; None: it cannot
+    serve_refusal: ClassVar[str | None] = None  # why vLLM cannot serve it (when serve_as is None)
+    gradient_checkpointing: ClassVar[bool] = True  # training can recompute activations (prefix tuning cannot)
+
     @property
     def produces_adapter(self) -> bool:
-        """The run's output is a LoRA adapter on the base (merge folds it in; serve can load it as an adapter)."""
+        """final/ holds a peft adapter on the base (adapter_config.json names its type), not whole weights."""
+        return self.adapter != "none"
+
+    @property
+    def vllm_adapter(self) -> bool:
+        """vLLM can load the adapter itself (`ftc serve --adapter`): it loads LoRA adapters only."""
         return self.adapter == "lora"
 
 
@@ -57,7 +72,7 @@ def utilization_of(plan: type[MethodPlan], adapter: str) -> float:
     the method says otherwise (QLoRA dequantizes on every matmul)."""
     if plan.utilization is not None:
         return plan.utilization
-    return 0.35 if adapter == "lora" else 0.40
+    return 0.40 if adapter == "none" else 0.35
 
 
 @dataclass(frozen=True)
@@ -74,24 +89,31 @@ class MethodDef:
     spec: type[SpecModel]
     plan: type[MethodPlan]
     template: str  # the script template under templates/
-    trains_on: Literal["demonstrations", "preferences"]
+    trains_on: Literal["demonstrations", "preferences", "unpaired"]  # unpaired: prompt, completion, good or bad
     words: str  # how `ftc plan` names it
     key_words: str  # what a key of this method is, for "unknown key" hints: '"r" is {key_words}'
     resolve: Callable[[Any, ResolveContext], MethodPlan]
     learning_rate: Callable[[Any], float]  # the default when the spec gives none
-    learning_rate_range: tuple[float, float] | None = None  # outside it, a warning
+    learning_rate_range: tuple[float, float] | Callable[[Any], tuple[float, float]] | None = None  # outside: a warning
     token_loss: bool = True  # the training loss is a per-token likelihood (so a high one means underfitting)
     packing: bool = True  # the default of data.packing
     cuda_optim: str = "adamw_torch"  # what optim = "auto" means on CUDA
     lighter: str | None = None  # the kind the hardware planner suggests when this one does not fit
+    capacity: str | None = None  # how to give the method more capacity, for a diagnosis of underfitting
     checks: Callable[[LoadedSpec], Iterator[Diagnostic]] | None = None  # checks on the spec for this method alone
     model_check: Callable[[Any, ModelInfo], tuple[str, str, str] | None] | None = None  # (key, message, hint)
+    plan_check: Callable[[LoadedSpec, Any], Iterator[Diagnostic]] | None = None  # checks on the resolved plan
 
     def describe(self, plan: MethodPlan) -> str:
         """How `ftc plan` names the method; a method whose adapter is a choice says which it is."""
         if "adapter" not in self.spec.model_fields:
             return self.words
         return self.words + (", with a LoRA adapter" if plan.produces_adapter else ", updating every weight")
+
+    def usual_learning_rates(self, table: Any) -> tuple[float, float] | None:
+        """The usual learning-rate range for this table (for some methods it depends on the adapter)."""
+        usual = self.learning_rate_range
+        return usual(table) if callable(usual) else usual
 
     @property
     def templates(self) -> tuple[str, ...]:

@@ -53,31 +53,45 @@ class DpoPlan(LoraPlanFields):
 
 
 def _resolve(method: Dpo, ctx: ResolveContext) -> DpoPlan:
-    lora = method.adapter == "lora"
     return DpoPlan(
         kind="dpo",
-        adapter=method.adapter,
-        **(lora_arguments(method) if lora else {}),
+        **adapter_arguments(method, ctx),
         beta=method.beta,
         loss_type=method.loss_type,
         reference=method.reference,
-        trainable_params=lora_trainable_params(method, ctx.info) if lora else ctx.info.total_params,
-        total_params=ctx.info.total_params,
     )
 
 
+def adapter_arguments(method: Any, ctx: ResolveContext) -> dict[str, Any]:
+    """The plan entry's adapter, LoRA arguments and parameter counts, for a method that trains a LoRA adapter or
+    every weight (adapter = "lora" | "none": DPO, ORPO, KTO)."""
+    lora = method.adapter == "lora"
+    return {
+        "adapter": method.adapter,
+        **(lora_arguments(method) if lora else {}),
+        "trainable_params": lora_trainable_params(method, ctx.info) if lora else ctx.info.total_params,
+        "total_params": ctx.info.total_params,
+    }
+
+
 def _checks(loaded: Any) -> Iterator[Any]:
+    yield from check_preference(loaded, "DPO")
+
+
+def check_preference(loaded: Any, name: str, reference: bool = True) -> Iterator[Any]:
+    """The checks of a preference method with a LoRA adapter or full weights (DPO, ORPO, KTO): LoRA keys that do
+    nothing without the adapter, the reference model (for a method that has one), packing, and LoRA's own checks."""
     spec = loaded.spec
     method = spec.method
     if method.adapter == "none":
         for key in sorted(set(method.model_fields_set) & set(LORA_KEYS)):
             yield loaded.diag(f"method.{key}", f"{key} has no effect with adapter = \"none\"", 'remove it, or set adapter = "lora"', value=False)
-    if method.reference != "base" and method.adapter == "lora":
+    if reference and method.reference != "base" and method.adapter == "lora":
         yield loaded.diag("method.reference", "with a LoRA adapter the reference is the base model with the adapter off", 'remove reference, or set adapter = "none" to train full weights against it')
-    elif method.reference != "base":
+    elif reference and method.reference != "base":
         yield from _check_reference(loaded, method.reference)
     if spec.data.packing:
-        yield loaded.diag("data.packing", "packing is not available for DPO", "remove data.packing, or set it to false")
+        yield loaded.diag("data.packing", f"packing is not available for {name}", "remove data.packing, or set it to false")
     if method.adapter == "lora":
         yield from check_lora(loaded)
 
@@ -114,7 +128,7 @@ DPO = MethodDef(
     kind="dpo",
     spec=Dpo,
     plan=DpoPlan,
-    template="dpo.py.j2",
+    template="preference.py.j2",
     trains_on="preferences",
     words="DPO on preference pairs",
     key_words="a DPO setting",

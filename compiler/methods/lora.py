@@ -69,11 +69,16 @@ def lora_arguments(method: LoraFields) -> dict[str, Any]:
 def lora_trainable_params(method: LoraFields, info: ModelInfo) -> int:
     """Parameters the optimizer updates: the adapters, plus the modules trained in full beside them."""
     trainable, _ = lora_trainable(info, method.target_modules, method.r)
+    return trainable + saved_params(method.modules_to_save, info)
+
+
+def saved_params(modules_to_save: list[str], info: ModelInfo) -> int:
+    """Parameters of the modules peft trains in full beside an adapter (modules_to_save)."""
     if not info.module_params:  # a summary without every module's count: the top-level modules only
-        return trainable + sum(info.param_counts.get(name, 0) for name in method.modules_to_save)
-    saved = [name for name in info.module_params if any(_saves(name, entry) for entry in method.modules_to_save)]
+        return sum(info.param_counts.get(name, 0) for name in modules_to_save)
+    saved = [name for name in info.module_params if any(_saves(name, entry) for entry in modules_to_save)]
     outermost = [name for name in saved if not any(name.startswith(other + ".") for other in saved)]
-    return trainable + sum(info.module_params[name] for name in outermost)
+    return sum(info.module_params[name] for name in outermost)
 
 
 def _saves(name: str, entry: str) -> bool:
@@ -82,25 +87,28 @@ def _saves(name: str, entry: str) -> bool:
     return name.endswith(entry)
 
 
-def check_targets(method: LoraFields, info: ModelInfo) -> tuple[str, str, str] | None:
-    """Every target module must name a linear layer of the model, and every module to save a module of it."""
-    _, unmatched = lora_trainable(info, method.target_modules, method.r)
-    if not unmatched:
-        return _check_modules_to_save(method, info)
-    names = sorted({n.rsplit(".", 1)[-1] for n in info.linear_shapes})
-    return (
-        "method.target_modules",
-        f"no linear layer of {info.architecture} is named {', '.join(map(repr, unmatched))}",
-        "this model has: " + ", ".join(names),
-    )
+def check_targets(method: Any, info: ModelInfo) -> tuple[str, str, str] | None:
+    """Every target module must name a linear layer of the model, and every module to save a module of it (any
+    method whose table has target_modules and modules_to_save: LoRA's, IA3's, AdaLoRA's, VeRA's)."""
+    for key in ("target_modules", "feedforward_modules"):
+        names = getattr(method, key, None)
+        _, unmatched = lora_trainable(info, names, 1) if names is not None else (0, [])
+        if unmatched:
+            layers = sorted({n.rsplit(".", 1)[-1] for n in info.linear_shapes})
+            return (
+                f"method.{key}",
+                f"no linear layer of {info.architecture} is named {', '.join(map(repr, unmatched))}",
+                "this model has: " + ", ".join(layers),
+            )
+    return _check_modules_to_save(method.modules_to_save, info)
 
 
-def _check_modules_to_save(method: LoraFields, info: ModelInfo) -> tuple[str, str, str] | None:
+def _check_modules_to_save(modules_to_save: list[str], info: ModelInfo) -> tuple[str, str, str] | None:
     """peft trains in full every module whose name ends with an entry, and silently nothing for an entry that matches
     no module: refuse such an entry, with the nearest module name as the hint."""
     known = set(info.module_params) or set(info.param_counts) | {name for full in info.linear_shapes for name in _prefixes(full)}
     leaves = sorted({name.rsplit(".", 1)[-1] for name in known if not name.rsplit(".", 1)[-1].isdigit()})
-    for i, entry in enumerate(method.modules_to_save):
+    for i, entry in enumerate(modules_to_save):
         if any(_saves(name, entry) for name in known):
             continue
         close = did_you_mean(entry, leaves)
@@ -121,15 +129,20 @@ def _prefixes(name: str) -> Iterator[str]:
 
 def check_lora(loaded: Any) -> Iterator[Any]:
     """The checks of every method with a LoRA adapter: lists that name a module twice, and the scale."""
+    yield from check_module_lists(loaded)
+    yield from check_scale(loaded)
+
+
+def check_module_lists(loaded: Any) -> Iterator[Any]:
+    """No module named twice in the method's lists of modules (target_modules, feedforward_modules, modules_to_save)."""
     method = loaded.spec.method
-    lists = ("target_modules", "modules_to_save") if isinstance(method.target_modules, list) else ("modules_to_save",)
+    lists = [key for key in ("target_modules", "feedforward_modules", "modules_to_save") if isinstance(getattr(method, key, None), list)]
     for key in lists:
         seen: set[str] = set()
         for i, name in enumerate(getattr(method, key)):
             if name in seen:
                 yield loaded.diag(f"method.{key}.{i}", f"{name!r} is listed twice", "list each module once (was another module meant?)")
             seen.add(name)
-    yield from check_scale(loaded)
 
 
 def check_scale(loaded: Any) -> Iterator[Any]:
@@ -168,4 +181,5 @@ LORA = MethodDef(
     lighter="qlora",
     checks=check_lora,
     model_check=check_targets,
+    capacity="give LoRA more capacity (method.r, target_modules = \"all-linear\")",
 )

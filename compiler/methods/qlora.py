@@ -86,4 +86,5 @@ QLORA = MethodDef(
     cuda_optim="paged_adamw_8bit",
     checks=_checks,
     model_check=check_targets,
+    capacity="give LoRA more capacity (method.r, target_modules = \"all-linear\")",
 )

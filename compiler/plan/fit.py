@@ -59,7 +59,7 @@ def _changes(spec: Spec, w: Workload) -> list[Change]:
     """Changes to the spec that lower the peak, cheapest first (smaller micro batches come with each)."""
     hw = spec.hardware
     changes: list[Change] = []
-    if not w.checkpointing:
+    if not w.checkpointing and METHODS[w.kind].plan.gradient_checkpointing:
         changes.append(({"training.gradient_checkpointing": True}, lambda x: dataclasses.replace(x, checkpointing=True)))
     lighter = METHODS[w.kind].lighter
     if lighter == "qlora" and w.strategy != "deepspeed_zero3":

@@ -7,7 +7,7 @@ Memory per device, in bytes (N weights in the base model, T trainable, b bytes p
 - weights: N x b. QLoRA keeps the linear layers in 4 bits plus their quantization constants (an fp32 absmax per
   64 weights: 4.5 bits; with double quantization an 8-bit absmax plus an fp32 constant per 256 blocks: 4.127 bits)
   and the rest in fp32 (peft's prepare_model_for_kbit_training upcasts it), plus one dequantized matrix at a
-  time. LoRA adapters are fp32 (4 B). DPO without an adapter adds a frozen reference model (N x b).
+  time. Adapters (LoRA and the other peft methods) are fp32 (4 B). DPO without an adapter adds a frozen reference model (N x b).
 - gradients: T x the bytes of a trainable weight. DDP keeps a second copy in its communication buckets.
 - optimizer: AdamW keeps two moments in the dtype of the weights it updates (torch allocates them like the
   parameter: 4 B per bf16 weight, 8 B per fp32 one); bitsandbytes' 32-bit AdamW 8 B; 8-bit AdamW, paged or
@@ -31,9 +31,9 @@ one row, over which SDPA and eager attention would build one dense mask. Then a 
 weights by the devices and gather two layers (and the unwrapped embeddings and head) at a time in 16 bits;
 ZeRO-2 divides gradients, optimizer state and master weights; DDP divides nothing. Activations never divide.
 
-Time: FLOPs per token = 6M for full fine-tuning and 4M + 6A for (Q)LoRA (M: the weights of every matmul, the
-output head included; A: the adapters; the frozen base needs gradients through its activations but none for its
-weights), plus attention 12 x layers x heads x head_dim x seq (forward 4, backward 8). Gradient checkpointing
+Time: FLOPs per token = 6M for full fine-tuning and 4M + 6A with an adapter of any kind (M: the weights of every
+matmul, the output head included; A: the trainable parameters, from each method's own count; the frozen base
+needs gradients through its activations but none for its weights), plus attention 12 x layers x heads x head_dim x seq (forward 4, backward 8). Gradient checkpointing
 adds one forward (2M + 4 x layers x heads x head_dim x seq), and so does DPO's reference model. Seconds =
 tokens x FLOPs per token / (devices x peak x utilization), with utilization assumed 40% for full fine-tuning, 35%
 for LoRA, 25% for QLoRA (which dequantizes on every matmul); communication between devices is not counted.
@@ -167,8 +167,10 @@ def make_workload(
     devices: int,
     strategy: str,
 ) -> Workload:
-    """The workload of a resolved method entry on one device type."""
-    lora = method.produces_adapter
+    """The workload of a resolved method entry on one device type. The virtual tokens of prompt-learning methods
+    take positions in every sequence, so they count as tokens (prefix tuning's are keys and values only: counting
+    them whole overstates its activations slightly)."""
+    targets = getattr(method, "target_modules", None)
     return Workload(
         info=info,
         device=device,
@@ -179,11 +181,11 @@ def make_workload(
         precision=precision,
         optim=optim,
         double_quant=bool(getattr(method, "bnb_4bit_use_double_quant", False)),
-        lora_dropout=method.lora_dropout if lora else 0.0,
-        adapted_features=adapted_features(info, method.target_modules) if lora else 0,
+        lora_dropout=getattr(method, "lora_dropout", None) or getattr(method, "vera_dropout", None) or 0.0,
+        adapted_features=adapted_features(info, targets) if method.produces_adapter and targets is not None else 0,
         attention="sdpa" if attention == "auto" else attention,
         packing=packing,
-        max_length=max_length,
+        max_length=max_length + getattr(method, "num_virtual_tokens", 0),
         micro_batch_size=micro_batch_size,
         checkpointing=checkpointing,
         devices=devices,
@@ -236,7 +238,7 @@ def memory_parts(w: Workload) -> dict[str, float]:
     linear = sum(i * o for i, o in info.linear_shapes.values())
     largest = max((i * o for i, o in info.linear_shapes.values()), default=0)
 
-    held = 4 if w.adapter == "lora" else b  # bytes of a trainable weight as the model holds it
+    held = 4 if w.adapter != "none" else b  # bytes of a trainable weight as the model holds it
     master = 0
     if mixed and w.strategy.startswith("deepspeed"):
         held, master = 2, 4
@@ -244,7 +246,7 @@ def memory_parts(w: Workload) -> dict[str, float]:
         held = 4
     if w.quantized:
         base = linear * NF4_BITS[w.double_quant] / 8 + (n - linear) * 4 + largest * 2
-    elif w.adapter == "lora":
+    elif w.adapter != "none":
         base = n * b
     else:
         base = 0  # full fine-tuning: the base weights are the trainable ones
@@ -295,7 +297,7 @@ def _optimizer_bytes(w: Workload, state: int, linear: int) -> float:
     if w.optim in ("adamw_bnb_8bit", "paged_adamw_8bit"):
         return 2
     if w.optim == "adafactor":  # fp32 row and column statistics for matrices, a full one for the rest
-        if w.adapter == "lora" or not w.trainable:
+        if w.adapter != "none" or not w.trainable:
             return 4
         rows_cols = sum(i + o for i, o in w.info.linear_shapes.values())
         return 4 * (rows_cols + w.info.total_params - linear) / w.trainable
@@ -329,7 +331,8 @@ def breakdown(w: Workload) -> str:
 
 def conditions(w: Workload) -> str:
     """The settings the estimate depends on most, in words."""
-    per = f"micro batch {w.micro_batch_size} x {w.max_length} tokens" + (" x 2 (chosen, rejected)" if w.sequences_per_example == 2 else "")
+    pair = " x 2 (the completion, and another for KTO's KL estimate)" if w.kind == "kto" else " x 2 (chosen, rejected)"
+    per = f"micro batch {w.micro_batch_size} x {w.max_length} tokens" + (pair if w.sequences_per_example == 2 else "")
     if w.rows_per_forward != w.micro_batch_size:
         per += f" (packed rows one at a time with {w.attention} attention)"
     ckpt = "gradient checkpointing" if w.checkpointing else "no gradient checkpointing"
@@ -364,7 +367,7 @@ def flops_per_token(w: Workload, context: int) -> int:
     info = w.info
     matmul = sum(i * o for i, o in info.linear_shapes.values()) + info.vocab_size * info.hidden_size
     attention = info.num_layers * info.num_attention_heads * info.head_dim * context
-    flops = (4 * matmul + 6 * w.trainable) if w.adapter == "lora" else 6 * matmul
+    flops = (4 * matmul + 6 * w.trainable) if w.adapter != "none" else 6 * matmul
     flops += 12 * attention
     if w.checkpointing:
         flops += 2 * matmul + 4 * attention

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ftc.compiler.plan.inputs import InputError, ModelSource
@@ -149,15 +150,20 @@ def _inspect(fingerprint: tuple, where: str, gguf_file: str | None) -> ModelInfo
     )
 
 
-def lora_trainable(info: ModelInfo, targets: list[str] | str, r: int) -> tuple[int, list[str]]:
-    """LoRA parameters for `targets` (peft's suffix matching), and the target names that matched nothing."""
+def targeted_linears(info: ModelInfo, targets: Sequence[str] | str) -> dict[str, tuple[int, int]]:
+    """The linear layers peft adapts for `targets` (its suffix matching: the dotted name equals an entry or ends with
+    "." + the entry; "all-linear" is every linear layer but the output head), each once however many entries match
+    it: name -> (in_features, out_features)."""
     if targets == "all-linear":
-        return sum(r * (i + o) for i, o in info.linear_shapes.values()), []
-    total = 0
-    unmatched = []
-    for target in targets:
-        hits = [s for name, s in info.linear_shapes.items() if name == target or name.endswith("." + target)]
-        if not hits:
-            unmatched.append(target)
-        total += sum(r * (i + o) for i, o in hits)
-    return total, unmatched
+        return dict(info.linear_shapes)
+    return {
+        name: shape
+        for name, shape in info.linear_shapes.items()
+        if any(name == target or name.endswith("." + target) for target in targets)
+    }
+
+
+def lora_trainable(info: ModelInfo, targets: Sequence[str] | str, r: int) -> tuple[int, list[str]]:
+    """LoRA parameters for `targets`, and the target names that matched nothing."""
+    unmatched = [] if targets == "all-linear" else [t for t in targets if not targeted_linears(info, [t])]
+    return sum(r * (i + o) for i, o in targeted_linears(info, targets).values()), unmatched

@@ -130,6 +130,12 @@ def _model(lock: Plan) -> tuple[str, Rows]:
     return "model", rows
 
 
+def _argument(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _method(lock: Plan) -> tuple[str, Rows]:
     m = lock.method
     rows: Rows = [("kind", METHODS[m.kind].describe(m))]
@@ -140,11 +146,25 @@ def _method(lock: Plan) -> tuple[str, Rows]:
         rows.append(("target modules", targets if isinstance(targets, str) else ", ".join(targets)))
         if m.modules_to_save:
             rows.append(("trained in full", ", ".join(m.modules_to_save)))
+    elif m.adapter != "none":
+        arguments = {key: value for key, value in m.peft_arguments().items() if value is not None}
+        rows.append((m.adapter, ", ".join(f"{key} {_argument(value)}" for key, value in arguments.items())))
+    if m.merge_refusal:
+        rows.append(("merge", f"not possible: {m.merge_refusal}"))
+    if m.serve_as is None:
+        rows.append(("serve", f"not through vLLM: {m.serve_refusal}"))
+    elif m.serve_as == "prompt_embeds":
+        rows.append(("serve", "through vLLM, the learned virtual tokens sent as prompt embeddings"))
     if m.kind == "qlora":
         double = ", double quantization" if m.bnb_4bit_use_double_quant else ""
         rows.append(("4-bit base", f"{m.bnb_4bit_quant_type}{double}; compute dtype {per_device(m.bnb_4bit_compute_dtype)}"))
     if m.kind == "dpo":
         rows.append(("DPO", f"beta {m.beta:g}, loss {m.loss_type}, reference {m.reference}"))
+    elif m.kind == "orpo":
+        rows.append(("ORPO", f"beta (the odds-ratio weight) {m.beta:g}; no reference model"))
+    elif m.kind == "kto":
+        weights = f"desirable_weight {m.desirable_weight:g}, undesirable_weight {m.undesirable_weight:g}"
+        rows.append(("KTO", f"beta {m.beta:g}, loss {m.loss_type}, {weights}, reference {m.reference}"))
     rows.append(("trainable", f"{params(m.trainable_params)} of {params(m.total_params)} ({share(m.trainable_params, m.total_params)})"))
     return "method", rows
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ftc.compiler.data.clean import Cleaning, clean_stream, clean_value
 from ftc.compiler.data.read import SUFFIXES, Format, Record, iter_records, survey
+from ftc.compiler.data.records import TRAINS_ON_FIELDS, TRAINS_ON_FORMATS, TRAINS_ON_WORDS, UNPAIR_HINT
 from ftc.compiler.diagnostics import Diagnostic, errors
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan.inputs import InputError, hub_cache_has, locate_model, read_template
@@ -151,13 +152,14 @@ def _check_training(loaded: LoadedSpec) -> Iterator[Diagnostic]:
         )
     kind = spec.method.kind
     lr = t.learning_rate
-    usual = METHODS[kind].learning_rate_range
+    usual = METHODS[kind].usual_learning_rates(spec.method)
     if lr is not None and usual is not None:
         low, high = usual
+        what = {"lora": " with a LoRA adapter", "none": " on every weight"}.get(getattr(spec.method, "adapter", ""), "")
         if not low <= lr <= high:
             yield loaded.diag(
                 "training.learning_rate",
-                f"learning_rate {lr:g} is outside the usual range for {kind} ({low:g} to {high:g})",
+                f"learning_rate {lr:g} is outside the usual range for {kind}{what} ({low:g} to {high:g})",
                 "too high makes loss spike; too low underfits. Keep it if you measured it",
                 severity="warning",
             )
@@ -324,10 +326,13 @@ def label_of(value: object, fmt: str, name: str) -> str | None:
 
 
 def final_answer(value: dict, fmt: str) -> str | None:
-    """What the example teaches the model to say: the last assistant turn, the completion, or the chosen answer."""
+    """What the example teaches the model to say: the last assistant turn, the completion (of unpaired data, a
+    desirable one: an undesirable completion is what the model learns not to say), or the chosen answer."""
     if fmt == "chat":
         answers = [m.get("content") for m in value.get("messages", []) if isinstance(m, dict) and m.get("role") == "assistant"]
         answer = answers[-1] if answers else None
+    elif fmt == "unpaired":
+        answer = value.get("completion") if value.get("label") is True else None
     else:
         answer = value.get("completion" if fmt == "completion" else "chosen" if fmt == "preference" else "text")
     if isinstance(answer, list):
@@ -335,7 +340,7 @@ def final_answer(value: dict, fmt: str) -> str | None:
     return answer.strip() if isinstance(answer, str) else None
 
 
-def lines_of(lines: list[int], limit: int = SHOWN) -> str:
+def lines_of(lines: list[int] | list[str], limit: int = SHOWN) -> str:
     """'3, 7, 9' or, past `limit`, the first ones and how many more: never an unbounded list."""
     shown = ", ".join(map(str, lines[:limit]))
     return shown + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
@@ -440,11 +445,8 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
         diags.append(loaded.diag("data.system_prompt", "system_prompt is used only when completion data is converted to chat", 'set convert_to = "chat", or remove system_prompt (chat data carries its own system turns)'))
     kind = spec.method.kind
     on_demonstrations = METHODS[kind].trains_on == "demonstrations"
-    if fmt == "preference" and on_demonstrations:
-        preference_kinds = " or ".join(f'kind = "{m.kind}"' for m in METHODS.values() if m.trains_on == "preferences")
-        diags.append(loaded.diag("method.kind", f"the data is preference pairs, but kind = {kind!r} trains on demonstrations", f"use {preference_kinds}, or chat / prompt-completion data"))
-    if not on_demonstrations and fmt not in (None, "preference"):
-        diags.append(loaded.diag("data.train", f"{kind.upper()} needs preference data (prompt, chosen, rejected), but {d.train} holds {fmt} data", "give records with prompt, chosen and rejected"))
+    if fmt is not None:
+        diags += _check_method_data(loaded, fmt)
     if d.train_on == "completions" and fmt == "text" and on_demonstrations:
         diags.append(loaded.diag("data.train_on", "plain text has no completions to train on", 'set train_on = "all", or use chat or prompt/completion data'))
     if d.validation_split is not None:
@@ -465,6 +467,28 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
             severity="warning",
         ))
     return diags, DataSummary(fmt, n_train, n_val)
+
+
+def _check_method_data(loaded: LoadedSpec, fmt: str) -> Iterator[Diagnostic]:
+    """The data format against what the method trains on, with the kinds (from the registry) that take the data."""
+    kind, train = loaded.spec.method.kind, loaded.spec.data.train
+    trains_on = METHODS[kind].trains_on
+    if fmt in TRAINS_ON_FORMATS[trains_on]:
+        return
+    takes = next(group for group, formats in TRAINS_ON_FORMATS.items() if fmt in formats)
+    takers = [f'kind = "{m.kind}"' for m in METHODS.values() if m.trains_on == takes]
+    kinds, train_s = " or ".join(takers), "trains" if len(takers) == 1 else "train"
+    if trains_on == "demonstrations":
+        what = "preference pairs" if fmt == "preference" else "unpaired examples, each labelled desirable or not"
+        use = f"use {kinds}, or chat / prompt-completion data" if kinds else f"no method ftc has trains on {fmt} data yet; give chat or prompt-completion data"
+        yield loaded.diag("method.kind", f"the data is {what}, but kind = {kind!r} trains on demonstrations", use)
+        return
+    hint = f"give records with {TRAINS_ON_FIELDS[trains_on]}"
+    if (fmt, trains_on) == ("preference", "unpaired"):
+        hint = f"{UNPAIR_HINT}; or use {kinds}, which {train_s} on the pairs" if kinds else UNPAIR_HINT
+    elif fmt == "unpaired" and kinds:
+        hint += f"; or use {kinds}, which {train_s} on unpaired examples"
+    yield loaded.diag("data.train", f"{kind.upper()} needs {TRAINS_ON_WORDS[trains_on]}, but {train} holds {fmt} data", hint)
 
 
 def validate(path: Path) -> tuple[LoadedSpec | None, list[Diagnostic], DataSummary | None]:

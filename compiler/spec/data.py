@@ -29,12 +29,13 @@ class Data(SpecModel):
             "The split is deterministic from `project.seed` and recorded in the lock."
         ),
     )
-    format: Literal["auto", "chat", "completion", "preference"] = Field(
+    format: Literal["auto", "chat", "completion", "preference", "unpaired"] = Field(
         default="auto",
         description=(
             "chat: {\"messages\": [...]}; completion: {\"prompt\", \"completion\"}; preference: "
-            "{\"prompt\", \"chosen\", \"rejected\"}. 'auto' detects it from the first record and "
-            "the lock records what was found."
+            "{\"prompt\", \"chosen\", \"rejected\"}; unpaired: {\"prompt\", \"completion\", \"label\"}, the label "
+            "true for a desirable completion and false for an undesirable one (KTO). 'auto' detects it from the "
+            "first record and the lock records what was found."
         ),
     )
     max_length: int = Field(

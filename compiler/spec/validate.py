@@ -19,7 +19,7 @@ import annotated_types as at
 import pydantic
 
 from ftc.compiler.diagnostics import Diagnostic, did_you_mean, one_of, quoted, read_spec_text
-from ftc.compiler.methods import METHOD_KINDS, METHODS
+from ftc.compiler.methods import METHOD_KINDS, METHODS, UNAVAILABLE
 from ftc.compiler.schema import SYSTEM_ENV_VARS
 from ftc.compiler.spec import Spec
 from ftc.compiler.spec.project import NAME_LIMIT
@@ -215,6 +215,10 @@ def _convert(err: dict[str, Any], raw: dict[str, Any], loaded: _Source) -> Diagn
         tag = err.get("ctx", {}).get("tag")
         msg = f'unknown method kind "{tag}"'
         hint = did_you_mean(str(tag), METHOD_KINDS) or one_of(METHOD_KINDS)
+        if str(tag).lower() in UNAVAILABLE:
+            reason, nearest = UNAVAILABLE[str(tag).lower()]
+            msg = f'ftc has no method kind "{tag}": {reason}'
+            hint = "the nearest methods ftc has: " + ", ".join(f'kind = "{k}"' for k in nearest)
     elif kind == "union_tag_not_found":
         path = path + ("kind",)
         key = _dotted(path)

@@ -12,9 +12,15 @@ from typing import Any
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 from ftc.runtime.evaluate.endpoint import Endpoint, endpoint_answers
-from ftc.runtime.generate import BATCH_SIZE, Answer, Prompt, generate_answers, greedy_config, prompt_of
+from ftc.runtime.generate import Answer, Prompt, answers_of, greedy_config, prompt_of
 from ftc.runtime.heldout import HeldOut, held_out
-from ftc.runtime.models import RunFolder, attach_adapter, load_trained_base, load_tuned, placement
+from ftc.runtime.models import (
+    RunFolder,
+    load_trained_base,
+    load_tuned,
+    placement,
+    tuned_for_answers,
+)
 
 
 @dataclass(frozen=True)
@@ -82,24 +88,37 @@ def read_questions(run: RunFolder, tokenizer, chat_template: str | None, limit: 
     return Questions(examples, prompts, refs)
 
 
-def prepare_tasks(run_dir: Path, general: list[str], questions: Questions, decoding: Decoding, limit: int | None) -> Tasks:
+VIRTUAL_TOKENS = (
+    "the tuned model's virtual tokens (prompt, P- or prefix tuning) need decoding without a cache, which lm-eval does "
+    "not do (peft's cached generation repeats or loses them), and shift the logits lm-eval scores; ftc's own "
+    "held-out metrics score these runs"
+)
+
+
+def prepare_tasks(
+    run_dir: Path, general: list[str], questions: Questions, decoding: Decoding, limit: int | None, virtual_tokens: bool = False
+) -> Tasks:
     """The held-out task written for lm-eval (when there are prompts), and which of the general tasks (the
-    plan's evaluation.lm_eval_tasks) load here."""
+    plan's evaluation.lm_eval_tasks) load here and can be scored: none when the tuned model has virtual tokens."""
     texts = questions.texts
     references = [r.reference for r in questions.refs]
-    task = lmeval.write_heldout_task(run_dir, texts, references, decoding.stop_strings, decoding.max_new_tokens) if texts else None
+    task = None
+    if texts and not virtual_tokens:
+        task = lmeval.write_heldout_task(run_dir, texts, references, decoding.stop_strings, decoding.max_new_tokens)
     manager = lmeval.task_manager(task, general)
     unavailable = {name: why for name in general if (why := lmeval.check_available(manager, name))}
+    if virtual_tokens:
+        unavailable |= dict.fromkeys(general, VIRTUAL_TOKENS)
     return Tasks(task, general, unavailable, manager, limit)
 
 
-def _run_side(model, texts: list[str], decoding: Decoding, tasks: Tasks, step, name: str) -> Side:
+def _run_side(model, texts: list[str], decoding: Decoding, tasks: Tasks, step, name: str, recompute: bool = False) -> Side:
     def done(n: int) -> None:
         step(f"{name}: {n}/{len(texts)} answers")
 
     done(0)
     tokenizer, stop_ids = decoding.tokenizer, decoding.stop_ids
-    answers = generate_answers(model, tokenizer, texts, stop_ids, decoding.max_new_tokens, BATCH_SIZE, done) if texts else []
+    answers = answers_of(model, tokenizer, texts, stop_ids, decoding.max_new_tokens, recompute, done) if texts else []
     results: dict[str, dict[str, Any]] = {}
     if tasks.runnable:
         step(f"{name}: lm-eval {', '.join(tasks.runnable)}")
@@ -167,12 +186,13 @@ def ask_models(
     if endpoint is None:
         mark = time.monotonic()
         step("tuned: loading")
+        recompute = False
         if run.adapter:
-            tuned = attach_adapter(run, base).merge_and_unload()  # merges into base's own modules
+            tuned, recompute = tuned_for_answers(run, base)
         else:
             del base
             tuned = load_tuned(run, place)
-        sides["tuned"] = _run_side(tuned, texts, decoding, tasks, step, "tuned")
+        sides["tuned"] = _run_side(tuned, texts, decoding, tasks, step, "tuned", recompute)
         del tuned
         timings["tuned"] = time.monotonic() - mark
     return sides

@@ -27,10 +27,23 @@ from ftc.compiler.hashing import sha256_bytes
 from ftc.compiler.spec.gates import parse_gate
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
-from ftc.runtime.evaluate.ask import Decoding, Questions, Side, Tasks, ask_models, prepare_tasks, read_questions
+from ftc.runtime.evaluate.ask import (
+    Decoding,
+    Questions,
+    Side,
+    Tasks,
+    ask_models,
+    prepare_tasks,
+    read_questions,
+)
 from ftc.runtime.evaluate.diagnose import Answers, diagnose
 from ftc.runtime.evaluate.endpoint import Endpoint
-from ftc.runtime.evaluate.scores import check_gates, gate_scores, lm_eval_record, metric_rows
+from ftc.runtime.evaluate.scores import (
+    check_gates,
+    gate_scores,
+    lm_eval_record,
+    metric_rows,
+)
 from ftc.runtime.generate import BATCH_SIZE, stop_token_ids
 from ftc.runtime.models import RunFolder, load_tokenizer, locked_chat_template, open_run
 from ftc.runtime.runfolder import (
@@ -188,6 +201,8 @@ def _models(run: RunFolder, compare_base: bool, endpoint: Endpoint | None) -> di
         "base": "the base weights the run trained against" + (" (the 4-bit base, dequantized)" if run.quantized else "") if compare_base else None,
         "tuned": (
             f"served by {endpoint.shown} as {endpoint.model!r}" if endpoint is not None
+            else f"the base with final/'s {run.lock.method.adapter} adapter attached (virtual tokens: nothing to merge)"
+            if run.adapter and run.lock.method.merge_refusal
             else "the base with final/'s adapter merged in memory (what merged/ holds)" if run.adapter
             else "final/ (every weight)"
         ),
@@ -220,7 +235,8 @@ def evaluate_run(
     schema = _schema(run, ev)
 
     step("preparing lm-eval tasks")
-    tasks = prepare_tasks(run_dir, list(ev.lm_eval_tasks or []), questions, decoding, limit)
+    virtual_tokens = bool(run.adapter and run.lock.method.merge_refusal)  # prompt, P- and prefix tuning
+    tasks = prepare_tasks(run_dir, list(ev.lm_eval_tasks or []), questions, decoding, limit, virtual_tokens)
     timings["prepare"] = time.monotonic() - started
     sides = ask_models(run, questions, decoding, tasks, compare_base, endpoint, step, timings)
 

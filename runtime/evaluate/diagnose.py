@@ -119,7 +119,7 @@ def overfitting(train: list[tuple[int, float]], val: list[tuple[int, float]]) ->
     )
 
 
-def underfitting(train: list[tuple[int, float]], val: list[tuple[int, float]]) -> Finding | None:
+def underfitting(train: list[tuple[int, float]], val: list[tuple[int, float]], capacity: str | None = None) -> Finding | None:
     final_train = train[-1][1]
     final_val = val[-1][1] if val else None
     if final_train <= UNDERFIT_LOSS or (final_val is not None and final_val <= UNDERFIT_LOSS):
@@ -138,9 +138,9 @@ def underfitting(train: list[tuple[int, float]], val: list[tuple[int, float]]) -
         f"training loss ended at {final_train:.4f} {trend}{shown_val}, both above {UNDERFIT_LOSS} nat per token "
         f"(the model gives the reference tokens less than {math.exp(-UNDERFIT_LOSS):.0%} probability on geometric "
         f"average){still}",
-        "train longer (training.max_steps or training.epochs), raise training.learning_rate, give LoRA more "
-        "capacity (method.r, target_modules = \"all-linear\"), or use a larger base model; check that the data "
-        "teaches one consistent answer per prompt",
+        "train longer (training.max_steps or training.epochs), raise training.learning_rate, "
+        + (f"{capacity}, " if capacity else "")
+        + "or use a larger base model; check that the data teaches one consistent answer per prompt",
     )
 
 
@@ -287,7 +287,7 @@ def diagnose(
         skip("underfitting", f"a {method_kind.upper()} loss is not a per-token likelihood, so no loss level means 'high'")
     elif not train:
         skip("underfitting", "no training loss was logged")
-    elif f := underfitting(train, val):
+    elif f := underfitting(train, val, METHODS[method_kind].capacity):
         findings.append(f)
 
     lost, unavailable = forgetting(lm_eval)

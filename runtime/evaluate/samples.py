@@ -2,8 +2,9 @@
 
 `ftc run` prints them when a run completes (print_comparison); compare_answers also keeps them in
 RUN/samples.json. The prompt is what the model saw before the answer it was trained on: for chat data the
-conversation up to its last assistant turn, for completion and preference data the prompt. The reference is
-that last assistant turn, the completion, or the chosen answer. Both models get the prompt through the locked
+conversation up to its last assistant turn, for completion, preference and unpaired data the prompt. The
+reference is that last assistant turn, the completion, or the chosen answer; of unpaired data only the desirable
+examples are shown, since an undesirable completion is no reference (runtime/generate.py prompt_of). Both models get the prompt through the locked
 chat template with the generation prompt (a plain-string prompt goes in as it is, as it did in training),
 decode greedily, and stop at the EOS or the template's end-of-turn token (runtime/generate.py).
 
@@ -19,17 +20,17 @@ import json
 from pathlib import Path
 
 from ftc.compiler.atomic import write_atomic
-from ftc.runtime.generate import generate_answers, prompt_of, stop_token_ids
+from ftc.runtime.generate import answers_of, prompt_of, stop_token_ids
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import (
     RunFolder,
-    attach_adapter,
     load_tokenizer,
     load_trained_base,
     load_tuned,
     locked_chat_template,
     open_run,
     placement,
+    tuned_for_answers,
 )
 from ftc.runtime.runfolder import SAMPLES
 
@@ -40,9 +41,9 @@ SIDE_BY_SIDE_WIDTH = 110  # narrower terminals get the answers one under another
 
 
 def _generate(
-    model, tokenizer, texts: list[str], stop_ids: list[int], max_new_tokens: int
+    model, tokenizer, texts: list[str], stop_ids: list[int], max_new_tokens: int, recompute: bool = False
 ) -> list[str]:
-    return [a.text for a in generate_answers(model, tokenizer, texts, stop_ids, max_new_tokens)]
+    return [a.text for a in answers_of(model, tokenizer, texts, stop_ids, max_new_tokens, recompute)]
 
 
 def _answers(
@@ -55,15 +56,14 @@ def _answers(
     place = placement(run.lock)
     base = load_trained_base(run, place)
     base_answers = _generate(base, tokenizer, texts, stop_ids, max_new_tokens)
+    recompute = False
     if run.adapter:
-        # Merged in memory: the weights merged/ holds, whose logits `ftc merge` checks against base + adapter.
-        # A merged model generates several times faster on a CPU than one with the adapter's layers attached.
-        tuned = attach_adapter(run, base).merge_and_unload()
+        tuned, recompute = tuned_for_answers(run, base)
     else:
         del base
         gc.collect()
         tuned = load_tuned(run, place)
-    return base_answers, _generate(tuned, tokenizer, texts, stop_ids, max_new_tokens)
+    return base_answers, _generate(tuned, tokenizer, texts, stop_ids, max_new_tokens, recompute)
 
 
 def compare_answers(
@@ -75,12 +75,18 @@ def compare_answers(
     tokenizer = load_tokenizer(run)
     chat_template, _ = locked_chat_template(run)
     fmt = run.lock.data.format
-    examples = held_out(run, n)
-    prompts = []
-    for record in examples.records:
-        prompt = prompt_of(record.value, fmt, tokenizer, chat_template)
-        if prompt is not None:
-            prompts.append((f"{examples.path}:{record.where}", prompt))
+    limit = n
+    while True:  # read on past the examples without a reference (unpaired data's undesirable ones)
+        examples = held_out(run, limit)
+        prompts = []
+        for record in examples.records:
+            prompt = prompt_of(record.value, fmt, tokenizer, chat_template)
+            if prompt is not None:
+                prompts.append((f"{examples.path}:{record.where}", prompt))
+        if len(prompts) >= n or len(examples.records) < limit:
+            break
+        limit *= 2
+    prompts = prompts[:n]
     rows: list[dict[str, str]] = []
     if prompts:
         texts = [p.text for _, p in prompts]

@@ -168,8 +168,11 @@ def _merge(merge: MergeCheck | None, run: str) -> str:
 def _method(lock: Lock) -> str:
     method = lock.method
     parts = [method.kind]
-    if method.produces_adapter:
+    if method.adapter == "lora":
         parts.append(f"r {method.r}, lora_alpha {method.lora_alpha}")
+    elif method.produces_adapter:
+        shown = {key: value for key, value in method.peft_arguments().items() if value is not None}
+        parts.append(", ".join(f"{key} {value}" for key, value in shown.items()))
     trainable, total = method.trainable_params, method.total_params
     if is_number(trainable) and is_number(total) and total:
         parts.append(f"{trainable:,} of {total:,} parameters trained ({trainable / total:.2%})")
@@ -229,7 +232,7 @@ def _header(r: Report) -> str:
         ("tokens/s", e(_fmt(rec.tokens_per_second, ",.0f"))),
         ("peak memory", e(f"{memory:.2f} GiB ({rec.peak_memory_kind})" if is_number(memory) else "not reported")),
         ("sessions", _sessions(rec)),
-        ("merge", _merge(rec.merge, r.run)),
+        ("merge", e(f"not possible: {lock.method.merge_refusal}") if lock.method.merge_refusal else _merge(rec.merge, r.run)),
         ("versions", e(versions)),
     ]
     if rec.version_drift:

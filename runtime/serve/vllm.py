@@ -55,7 +55,7 @@ def write_generation_config(model_dir: Path | None, stop_ids: list[int], dest: P
 
 def server_command(target: Target, settings: Settings, generation_dir: Path, key: str | None, kv_cache_gib: float | None) -> tuple[list[str], dict[str, str]]:
     """vLLM's command line and environment. The key travels in the environment only."""
-    adapter = target.adapter is not None
+    adapter = target.mode == "adapter"
 
     def where(path: Path | str) -> str:  # absolute, so that the command reads the same from any folder
         return str(Path(path).resolve()) if Path(path).exists() else str(path)
@@ -82,6 +82,8 @@ def server_command(target: Target, settings: Settings, generation_dir: Path, key
         argv.append("--trust-remote-code")
     if settings.device == "cpu":
         argv += ["--enforce-eager", "--max-num-seqs", str(CPU_MAX_NUM_SEQS)]
+    if target.mode == "prompt_embeds":
+        argv.append("--enable-prompt-embeds")  # ftc's front sends the virtual tokens and the prompt as embeddings
     if adapter:
         argv += ["--enable-lora", "--lora-modules", f"{settings.served_model_name}={where(target.adapter)}",
                  "--max-lora-rank", str(target.lora_rank), "--max-loras", "1"]

@@ -11,8 +11,10 @@ Writes (relative to this file's directory):
     ticket_triage/prompt_completion.jsonl  200 prompt/completion examples
     ticket_triage_prefs/train.jsonl        400 DPO preference pairs
     ticket_triage_prefs/val.jsonl           40 DPO preference pairs (held out)
+    ticket_triage_kto/train.jsonl          800 KTO unpaired examples (the train pairs, unpaired)
+    ticket_triage_kto/val.jsonl             80 KTO unpaired examples (the held-out pairs, unpaired)
 
-Every user ticket text is unique across all five files.
+Every user ticket text is unique across the first five files; the KTO files reuse the pairs' tickets.
 """
 
 import json
@@ -572,6 +574,7 @@ def main():
 
     # preference (DPO) data
     rng = random.Random(SEED + 2)
+    pairs = {}
     for split, n in (("train", 400), ("val", 40)):
         rows = []
         for t, l in generate(rng, n, seen):
@@ -582,6 +585,18 @@ def main():
                          "chosen": [{"role": "assistant", "content": chosen}],
                          "rejected": [{"role": "assistant", "content": rejected}]})
         write_jsonl(os.path.join(HERE, "ticket_triage_prefs", split + ".jsonl"), rows)
+        pairs[split] = rows
+
+    # unpaired (KTO) data: each pair unpaired, its chosen answer desirable and its rejected one not, shuffled
+    # by a seed of its own (the files above never depend on it)
+    rng = random.Random(SEED + 3)
+    for split in ("train", "val"):
+        rows = []
+        for pair in pairs[split]:
+            rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
+            rows.append({"prompt": pair["prompt"], "completion": pair["rejected"], "label": False})
+        rng.shuffle(rows)
+        write_jsonl(os.path.join(HERE, "ticket_triage_kto", split + ".jsonl"), rows)
 
 
 if __name__ == "__main__":

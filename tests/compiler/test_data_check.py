@@ -126,3 +126,16 @@ def test_a_named_label_field_is_counted_from_the_record_or_the_json_answer(tmp_p
     assert any("heavy imbalance in train: 29 of 30 answers (97%) are 'bug'" in w for w in report["warnings"])
     text = data_check(tmp_path, "spec.toml").stdout
     assert "'category' takes 2 values: 'bug' 29 (97%), 'billing' 1 (3%)" in text
+
+
+def test_broken_unpaired_data_is_reported_line_by_line(tmp_path, tiny_model):
+    """KTO's format gets the same line-by-line report; a method that does not train on it is told so."""
+    project(tmp_path, tiny_model, (CORPUS / "unpaired_records.jsonl").read_text(encoding="utf-8").splitlines())
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec.read_text().replace('format = "chat"', 'format = "unpaired"'))
+    result = data_check(tmp_path, "spec.toml")
+    assert result.returncode == 1
+    expected = [line.split(": ", 1) for line in (CORPUS / "unpaired_records.jsonl.expected").read_text().splitlines() if not line.startswith("#")]
+    for number, text in expected:
+        assert f"data/train.jsonl:{number}: {text}" in result.stderr, (number, text)
+    assert "the data is unpaired examples, each labelled desirable or not, but kind = 'lora' trains on demonstrations" in result.stderr

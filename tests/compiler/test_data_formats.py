@@ -36,6 +36,8 @@ def _rows(fmt: str) -> list[dict]:
         return _jsonl("ticket_triage/prompt_completion.jsonl")
     if fmt == "preference":
         return _jsonl("ticket_triage_prefs/train.jsonl")
+    if fmt == "unpaired":  # a CSV cell holds text: its label true or false reads back as the boolean
+        return _jsonl("ticket_triage_kto/train.jsonl")
     return [{"text": r["prompt"] + r["completion"]} for r in _jsonl("ticket_triage/prompt_completion.jsonl")]
 
 
@@ -60,7 +62,7 @@ def read(path: Path) -> list[Record | DataProblem]:
     return list(iter_records(path, path.name))
 
 
-@pytest.mark.parametrize("fmt", ["chat", "completion", "preference", "text"])
+@pytest.mark.parametrize("fmt", ["chat", "completion", "preference", "unpaired", "text"])
 def test_csv_and_parquet_read_to_the_jsonl_records(fmt, tmp_path):
     rows = _rows(fmt)
     jsonl = tmp_path / "data.jsonl"
@@ -150,12 +152,12 @@ def test_parquet_problems_name_the_row(tmp_path):
 
 def _script_reader(script: Path):
     """read_records of a generated script, with the helpers it calls, taken out of the script's syntax tree."""
-    names = {"read_records", "record_from_row", "CONVERSATION_COLUMNS"}
+    names = {"read_records", "record_from_row", "CONVERSATION_COLUMNS", "UNPAIRED_COLUMNS"}
     body = [
         node for node in ast.parse(script.read_text(encoding="utf-8")).body
         if getattr(node, "name", None) in names or (isinstance(node, ast.Assign) and node.targets[0].id in names)
     ]
-    assert len(body) == 3, script
+    assert len(body) == len(names), script
     namespace = {"csv": csv, "json": json, "Dataset": datasets.Dataset}
     exec(compile(ast.Module(body, type_ignores=[]), str(script), "exec"), namespace)
     return namespace["read_records"]

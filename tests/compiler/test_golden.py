@@ -83,7 +83,7 @@ def _all_keys(obj):
             yield from _all_keys(v)
 
 
-ALLOWED_IMPORTS = {"torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate"}
+ALLOWED_IMPORTS = {"torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "safetensors"}
 
 
 @pytest.mark.parametrize("folder", sorted(p for p in GOLDEN.iterdir() if p.is_dir()), ids=lambda p: p.name)

@@ -52,14 +52,17 @@ def test_each_method_declares_what_the_others_read(kind):
     for template in method.templates:
         assert (templates_dir() / template).is_file(), template
     assert method.templates[1:] == SCRIPT_SUPPORT
-    assert method.trains_on in ("demonstrations", "preferences")
+    assert method.trains_on in ("demonstrations", "preferences", "unpaired")
     assert method.words and method.key_words
     assert method.lighter is None or method.lighter in METHODS
-    low_high = method.learning_rate_range
-    table = method.spec(kind=kind)
-    assert 0 < method.learning_rate(table) < 1e-2
-    if low_high is not None:
-        assert low_high[0] <= method.learning_rate(table) <= low_high[1]
+    tables = [method.spec(kind=kind)]
+    if "adapter" in method.spec.model_fields:
+        tables.append(method.spec(kind=kind, adapter="none"))
+    for table in tables:
+        assert 0 < method.learning_rate(table) < 1  # prompt tuning trains embeddings at 3e-2
+        low_high = method.usual_learning_rates(table)
+        if low_high is not None:
+            assert low_high[0] <= method.learning_rate(table) <= low_high[1]
     assert 0 < utilization_of(method.plan, "lora") <= 1 and 0 < utilization_of(method.plan, "none") <= 1
 
 

@@ -1,6 +1,7 @@
 """compiler/tokens.py measures in chunks, with one tokenizer call per chunk, and in worker processes for a long
 stream. Whichever path it takes, the statistics are those of tokenizing each record alone with
-templates/prepare.py and applying the overlong policy to it, down to the order of the listed lines."""
+templates/prepare.py and applying the overlong policy to it, down to the order of the listed lines. Unpaired
+(KTO) records count as one sequence, prompt + completion, whose loss is on the completion whatever train_on."""
 
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ RECORDS = {
         {"prompt": PROMPT, "chosen": ANSWER, "rejected": [{"role": "assistant", "content": LONG}]},
         {"prompt": "Ticket: refund?", "chosen": " billing", "rejected": " login"},
         {"prompt": PROMPT, "chosen": "billing", "rejected": ANSWER},  # cannot be tokenized
+    ],
+    "unpaired": [  # KTO: prompt + completion, the loss on the completion whatever train_on says
+        {"prompt": PROMPT, "completion": ANSWER, "label": True},
+        {"prompt": "Ticket: refund?", "completion": " login", "label": False},
+        {"prompt": PROMPT, "completion": "billing", "label": True},  # cannot be tokenized
+        {"prompt": PROMPT, "completion": [{"role": "assistant", "content": LONG}], "label": False},
+        {"prompt": [{"role": "user", "content": LONG + LONG}], "completion": ANSWER, "label": True},  # truncated: no loss
     ],
 }
 MAX_LENGTH = 40
@@ -111,6 +119,8 @@ def test_chunks_measure_as_each_record_alone(tokenizer, monkeypatch, data_format
     assert len(ticks) == len(records)
     assert stats.failed and stats.longest > MAX_LENGTH  # the cases above are exercised
     assert stats.no_loss or data_format != "chat" or train_on_all
+    if data_format == "unpaired" and overlong == "truncate":  # a prompt that fills max_length leaves no loss
+        assert stats.no_loss == [5, 10, 15]
 
 
 def test_worker_processes_measure_as_this_one(tokenizer, monkeypatch):
@@ -198,7 +208,8 @@ def test_a_chunk_whose_batch_fails_fails_only_its_bad_record(tokenizer):
 def test_a_token_carries_loss_when_it_starts_inside_a_span(tokenizer):
     """encode_batch's masks, for texts of every format at once, against the offsets of each text encoded alone."""
     examples = [("chat", {"messages": TURNS}), ("chat", {"messages": TURNS[1:3]}), ("completion", {"prompt": PROMPT, "completion": ANSWER}),
-                ("completion", {"prompt": "Ticket: refund?", "completion": " billing"}), ("text", {"text": LONG})]
+                ("completion", {"prompt": "Ticket: refund?", "completion": " billing"}), ("text", {"text": LONG}),
+                ("unpaired", {"prompt": PROMPT, "completion": ANSWER, "label": False})]
     rendered = [prepare.render_record(tokenizer, tokenizer.chat_template, fmt, value, False) for fmt, value in examples]
     for (text, spans), (ids, mask) in zip(rendered, prepare.encode_batch(tokenizer, rendered), strict=True):
         alone = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)

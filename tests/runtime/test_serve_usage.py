@@ -12,8 +12,9 @@ from ftc.runtime.serve.target import Target
 from ftc.runtime.serve.usage import print_ready, usage_lines
 
 
-def _target(adapter: Path | None = None) -> Target:
-    return Target("merged", "runs/x/merged", None, None, None, None, adapter, None, None, None, False, Path("runs/x/serve.log"))
+def _target(adapter: Path | None = None, mode: str | None = None) -> Target:
+    mode = mode or ("adapter" if adapter else "merged")
+    return Target(mode, "runs/x/merged", None, None, None, None, adapter, None, None, None, False, Path("runs/x/serve.log"))
 
 
 def test_the_usage_names_the_key_variable_never_the_key():
@@ -29,6 +30,13 @@ def test_without_a_key_and_with_an_adapter():
     text = "\n".join(usage_lines("http://127.0.0.1:8000", settings, _target(Path("final"))))
     assert "Authorization" not in text and 'api_key="unused"' in text and "import os" not in text
     assert '"triage-base" is the base alone' in text
+
+
+def test_prompt_embeds_mode_says_what_the_front_does():
+    settings = Settings("127.0.0.1", 8000, "cpu", "float32", None, "triage", None)
+    text = "\n".join(usage_lines("http://127.0.0.1:8000", settings, _target(Path("final"), "prompt_embeds")))
+    assert "-base" not in text
+    assert "ftc's front puts the run's virtual tokens before each prompt" in text and "no streaming" in text
 
 
 def test_the_ready_message():

@@ -24,11 +24,27 @@ METHODS = {
     "lora": 'kind = "lora"\nr = 4\nlora_alpha = 8\ntarget_modules = "all-linear"',
     "qlora": 'kind = "qlora"\nr = 4\nlora_alpha = 8\ntarget_modules = "all-linear"',
     "full": 'kind = "full"',
+    "ia3": 'kind = "ia3"\ntarget_modules = "all-linear"\nfeedforward_modules = ["down_proj"]',
+    "adalora": 'kind = "adalora"\ninit_r = 6\ntarget_r = 3\nlora_alpha = 8\ntarget_modules = "all-linear"',
+    "vera": 'kind = "vera"\nr = 16\ntarget_modules = ["q_proj", "v_proj"]',
+    "prompt_tuning": 'kind = "prompt_tuning"\nnum_virtual_tokens = 4',
+    "p_tuning": 'kind = "p_tuning"\nnum_virtual_tokens = 4\nencoder_hidden_size = 32',
+    "prefix_tuning": 'kind = "prefix_tuning"\nnum_virtual_tokens = 4',
 }
+# Rates that move each method's few parameters well away from their start in 2 steps (each method's usual rate
+# is higher than LoRA's; these are the top of the usual ranges or above).
+LEARNING_RATES = {"full": "1e-4", "ia3": "5e-2", "vera": "5e-2", "prompt_tuning": "3e-1", "p_tuning": "1e-2", "prefix_tuning": "3e-2"}
 
 
-def train_run(project: Path, tiny_model: Path, method: str) -> Path:
-    """Compile and train a 2-step run of `method` in `project`; returns runs/<name>/test."""
+def child_env() -> dict[str, str]:
+    """The environment of a training process in the tests. One thread: `make test` runs two workers on two cores,
+    and OpenMP threads that wait for a busy core make a tiny model's matrix products a thousand times slower."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
+def train_run(project: Path, tiny_model: Path, method: str, extra: str = "", training: str = "") -> Path:
+    """Compile and train a 2-step run of `method` in `project` (with `extra` TOML appended to its spec and
+    `training` lines added to its [training] table); returns runs/<name>/test."""
     (project / "data").mkdir(parents=True)
     train = (
         DATA.joinpath("train.jsonl")
@@ -62,14 +78,14 @@ packing = false
 
 [training]
 max_steps = 2
-learning_rate = {"1e-4" if method == "full" else "1e-2"}
+learning_rate = {LEARNING_RATES.get(method, "1e-2")}
 batch_size = 4
 micro_batch_size = 4
 report_to = []
-
+{training}
 [hardware]
 accelerator = "cpu"
-""",
+{extra}""",
         encoding="utf-8",
     )
     build = compile_build(spec, root=project)
@@ -86,9 +102,7 @@ accelerator = "cpu"
         capture_output=True,
         text=True,
         timeout=600,
-        # One thread: `make test` runs two workers on two cores, and OpenMP threads that wait for a busy core
-        # make a tiny model's matrix products a thousand times slower.
-        env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"),
+        env=child_env(),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     shutil.copy2(build.directory / LOCK_NAME, run_dir / LOCK_NAME)
@@ -99,13 +113,11 @@ accelerator = "cpu"
     return run_dir
 
 
-_TRAINED: dict[str, Path] = {}
+_TRAINED: dict[tuple[str, str], Path] = {}
 
 
-def trained_run(tmp_path_factory, tiny_model: Path, method: str) -> Path:
-    """The run folder of a 2-step run of `method`, trained on first use in this test session."""
-    if method not in _TRAINED:
-        _TRAINED[method] = train_run(
-            tmp_path_factory.mktemp(f"project-{method}"), tiny_model, method
-        )
-    return _TRAINED[method]
+def trained_run(tmp_path_factory, tiny_model: Path, method: str, extra: str = "") -> Path:
+    """The run folder of a 2-step run of `method` (spec + `extra`), trained on first use in this test session."""
+    if (method, extra) not in _TRAINED:
+        _TRAINED[method, extra] = train_run(tmp_path_factory.mktemp(f"project-{method}"), tiny_model, method, extra)
+    return _TRAINED[method, extra]

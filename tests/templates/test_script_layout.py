@@ -19,7 +19,11 @@ from ftc.compiler.build.render import LINE, py_literal, support
 GOLDEN_SCRIPTS = sorted((REPO / "tests" / "golden").glob("*/train.py"))
 SUPPORT_FILES = ("load_model.py", "prepare.py", "run_support.py")
 LONGEST_LINE = 120
-QUIET_ON_IMPORT = ("logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(", "logging.getLogger('kernels._internals.hf_hub').addFilter(")
+QUIET_ON_IMPORT = (
+    "logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(",
+    "logging.getLogger('kernels._internals.hf_hub').addFilter(",
+    "warnings.filterwarnings('ignore', message=\"You are importing from 'trl.experimental'\")",  # ORPO
+)
 
 
 def _imports(nodes) -> set[tuple]:
