@@ -202,25 +202,14 @@ def generate_with_virtual_tokens(
     model, ids: list[int], stop_ids: list[int], pad_id: int | None, max_new_tokens: int
 ) -> tuple[list[int], bool]:
     """One prompt's greedy answer from a base with a virtual-token adapter attached (prompt, P- or prefix tuning),
-    computed as the model trained. peft 0.21's own cached generation is wrong under transformers 5.25: it looks for
-    the cache under "past_key_values", which transformers now calls "cache", so prompt and P-tuning get their
-    virtual tokens again at every step and prefix tuning loses its prefix (its answers equal the base's).
-      - prompt and P-tuning: the base generates, with its KV cache, from the inputs_embeds peft's forward would
-        give it: the virtual tokens (peft's get_prompt), then the prompt's token embeddings;
-      - prefix tuning: each token from a forward pass of the adapted model over the whole sequence so far, with
-        no cache (quadratic in the answer's length)."""
+    computed as the model trained: each token from a forward pass of the adapted model over the whole sequence so
+    far, with no KV cache (quadratic in the answer's length). peft 0.21's own cached generation is wrong under
+    transformers 5.25: it looks for the cache under "past_key_values", which transformers now calls "cache", so
+    prompt and P-tuning get their virtual tokens again at every step and prefix tuning loses its prefix (its
+    answers equal the base's)."""
     import torch
 
     device = next(model.parameters()).device
-    if getattr(model.active_peft_config, "peft_type", None) in ("PROMPT_TUNING", "P_TUNING"):  # a str enum
-        base = model.get_base_model()
-        with torch.inference_mode():
-            tokens = base.get_input_embeddings()(torch.tensor([ids], device=device))
-            embeds = torch.cat([model.get_prompt(batch_size=1).to(tokens.dtype), tokens], dim=1)
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
-            config = greedy_config(stop_ids, pad_id, max_new_tokens)
-            output = base.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
-        return cut_at_stop(output[0].tolist(), stop_ids)  # from embeddings alone, generate returns the new tokens
     sequence = list(ids)
     answer: list[int] = []
     with torch.inference_mode():
