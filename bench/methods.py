@@ -459,6 +459,8 @@ def header(settings: dict[str, Any], eval_examples: int, results: list[dict[str,
 
 
 def main() -> None:
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # started in the background (nohup, &): the ftc serve this
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # stops with Ctrl-C must not inherit SIGINT ignored
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ftc-bench-methods",
                         help="the project, its runs and the cached results (default: TMPDIR/ftc-bench-methods)")

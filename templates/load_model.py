@@ -29,7 +29,13 @@ def quiet_known_notices():
         old name when it wraps the model; the value is right, and the name is theirs to change.
       - peft (utils/save_and_load.py), UserWarning on every adapter save: it found no config.json next to the
         base (a GGUF file, or a hub id while offline), so it assumes the vocabulary was not resized. ftc never
-        resizes it: the adapter holds no embedding, as peft then assumes."""
+        resizes it: the adapter holds no embedding, as peft then assumes.
+      - transformers (its deprecate_kwarg, shown at torch's Module call), FutureWarning at every forward pass of
+        prefix tuning: `past_key_values` is deprecated. peft hands the learned prefix over under the old name;
+        transformers still takes it, and the name is peft's to change.
+      - peft (tuners/tuners_utils.py), RuntimeWarning whenever an AdaLoRA adapter is loaded: its rank_pattern keys
+        (".lora_E", AdaLoRA's own format) "did not match any targeted module and were ignored". The generic check
+        is wrong for AdaLoRA, whose loader then resizes every layer by that pattern itself."""
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_kernel_fetch_notice)
     logging.getLogger("kernels._internals.hf_hub").addFilter(_not_kernel_fetch_notice)
     warnings.filterwarnings(
@@ -43,6 +49,19 @@ def quiet_known_notices():
         message=r"Could not find a config file in .* - will assume that the vocabulary was not modified",
         category=UserWarning,
         module=r"peft\.utils\.save_and_load",
+    )
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`past_key_values` is deprecated and will be removed",
+        category=FutureWarning,
+        module=r"torch\.nn\.modules\.module",
+    )
+    warnings.filterwarnings(
+        "ignore",
+        message=r"The following rank_pattern keys did not match any targeted module and were ignored: "
+        r"\['[^']*\.lora_E'",
+        category=RuntimeWarning,
+        module=r"peft\.tuners\.tuners_utils",
     )
 
 

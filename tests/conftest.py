@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,15 @@ GOLDEN_PACKAGES = {
     "trl": "1.16.0",
     "vllm": None,
 }
+
+
+def pytest_configure(config):
+    """Tests press Ctrl-C at the ftc processes they start. Run from a background job (`nohup make test &`, a script's
+    `cmd &`), pytest inherits SIGINT ignored, and so would every ftc it starts: Ctrl-C would do nothing there, as it
+    should in a background job. A handler here (handlers are not inherited across exec) gives them the default back,
+    as in a terminal. Runs in xdist's controller before it starts the workers, and in each worker."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser):

