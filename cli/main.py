@@ -13,6 +13,7 @@ from ftc.cli.common import UsageError, err
 from ftc.cli.compile import add_compile, add_diff, add_eject, add_plan
 from ftc.cli.data import add_data
 from ftc.cli.evaluate import add_eval, add_report
+from ftc.cli.export import add_export
 from ftc.cli.run import add_run
 from ftc.cli.serve import add_merge, add_serve
 from ftc.cli.spec import add_init, add_schema, add_validate
@@ -25,6 +26,7 @@ VERBS = (
     add_compile,
     add_run,
     add_merge,
+    add_export,
     add_eval,
     add_report,
     add_serve,

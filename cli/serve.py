@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ftc.cli.common import UsageError, display, err, out, quiet_model_loading, run_folder, step_reporter
 from ftc.compiler.exitcodes import EXIT_OK, EXIT_PROBLEMS
+from ftc.compiler.spec.export import FORMATS as EXPORT_FORMATS
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -90,6 +91,13 @@ def add_serve(verbs) -> None:
         action="store_true",
         help="serve the run's base with final/'s LoRA adapter through vLLM's LoRA support instead of merged/ "
         "(LoRA adapters only)",
+    )
+    p.add_argument(
+        "--export",
+        metavar="FORMAT",
+        choices=EXPORT_FORMATS,
+        help="serve the run's exports/FORMAT/ that `ftc export` wrote and gated (w8a8, w4a16: compressed-tensors, in "
+        "bfloat16) instead of merged/",
     )
     p.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
@@ -180,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         target=Path(args.target),
         adapter=args.adapter,
+        export=args.export,
         host=args.host,
         port=args.port,
         dtype=args.dtype,

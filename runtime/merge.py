@@ -336,7 +336,7 @@ def _copy_full(
     )
 
 
-def _replace(src: Path, dest: Path) -> None:
+def replace_folder(src: Path, dest: Path) -> None:
     """Rename src to dest, replacing whatever dest was."""
     if dest.exists():
         old = dest.with_name(f".{dest.name}{OLD_INFIX}{os.getpid()}")
@@ -347,7 +347,7 @@ def _replace(src: Path, dest: Path) -> None:
         src.rename(dest)
 
 
-def _remove(folder: Path) -> None:
+def remove_folder(folder: Path) -> None:
     """Delete a folder so that a kill midway never leaves it half there: renamed aside first, then deleted."""
     aside = folder.with_name(f".{folder.name}{OLD_INFIX}{os.getpid()}")
     folder.rename(aside)
@@ -398,16 +398,16 @@ def merge_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if verification is not None and not verification.passed:
-        _replace(tmp, run_dir / MERGE_REJECTED)
+        replace_folder(tmp, run_dir / MERGE_REJECTED)
         if (run_dir / MERGED).exists():
-            _remove(run_dir / MERGED)  # run.json no longer vouches for it
+            remove_folder(run_dir / MERGED)  # run.json no longer vouches for it
         update_record(run_dir, merge=record)
         raise MergeFailed(
             f"the merged model does not reproduce the trained one: {verification.summary()}. "
             f"It was kept in {run_dir / MERGE_REJECTED} for inspection; nothing was written to {run_dir / MERGED}"
         )
-    _replace(tmp, run_dir / MERGED)
+    replace_folder(tmp, run_dir / MERGED)
     if (run_dir / MERGE_REJECTED).exists():
-        _remove(run_dir / MERGE_REJECTED)  # from an earlier attempt; this one passed
+        remove_folder(run_dir / MERGE_REJECTED)  # from an earlier attempt; this one passed
     update_record(run_dir, merge=record)
     return MergeResult(run_dir / MERGED, record, verification)

@@ -23,6 +23,8 @@ A run folder (runs/<name>/<run-id>/) holds, each name defined here once:
   eval/lm_eval/   LM_EVAL_TASK: the local lm-eval task `ftc eval` writes from the held-out split
   report.html     REPORT: after `ftc report`, one self-contained page with plots
   serve.log       SERVE_LOG: what vLLM printed under `ftc serve`
+  exports/        EXPORTS: after `ftc export`, one folder per format that passed its gate ("exports": `ExportCheck`);
+                  one that failed is kept as exports/<format>.rejected/
 
 Run folders live under <root>/runs/<name>/ (`runs_folder`); `newest_run` finds a spec's newest one through
 the spec loader. The generated scripts write some of these names themselves (events.jsonl, final/,
@@ -37,9 +39,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME  # final/ and merged/ hold the locked template under it
 from ftc.compiler.atomic import is_alive, write_atomic
@@ -47,6 +49,7 @@ from ftc.compiler.build.lock import LOCK_NAME, LockError, read_lock
 from ftc.compiler.diagnostics import errors
 from ftc.compiler.plan.model import Lock
 from ftc.compiler.spec.validate import parse
+from ftc.runtime.records import EvalRecord, RecordModel, updated
 
 # ---- the layout -----------------------------------------------------------------------------------------
 
@@ -69,6 +72,7 @@ EVAL_ENDPOINT = "eval-endpoint.json"
 LM_EVAL_TASK = Path("eval") / "lm_eval"
 REPORT = "report.html"
 SERVE_LOG = "serve.log"
+EXPORTS = "exports"
 NAMES = (
     LOCK, RUN_RECORD, EVENTS, TRAIN_LOG, CHECKPOINTS, LOGS, FINAL, CHAT_TEMPLATE_NAME, DEQUANTIZED_BASE, MERGED,
     MERGE_REJECTED, QLORA_BASE, SAMPLES, EVAL, EVAL_ENDPOINT, str(LM_EVAL_TASK), REPORT, SERVE_LOG,
@@ -83,25 +87,6 @@ class RunFolderError(Exception):
 
 
 # ---- the records ----------------------------------------------------------------------------------------
-
-
-class RecordModel(BaseModel):
-    """The base of every record: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as JSON, with the keys it was given only (a default is not written)."""
-        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
-
-
-R = TypeVar("R", bound=RecordModel)
-
-
-def updated(record: R, *, drop: tuple[str, ...] = (), **fields: Any) -> R:
-    """A copy of `record` with `fields` replaced and the keys in `drop` left out, validated again."""
-    kept = {key: value for key, value in record.to_json().items() if key not in drop}
-    return type(record).model_validate({**kept, **fields})
 
 
 class Device(RecordModel):
@@ -178,8 +163,10 @@ class ParityCheck(RecordModel):
     model: str | None = None
     prompts: int | None = None
     agreeing: int | None = None
-    agreement: float | None = None
+    agreement: float | None = None  # (agreeing + near_ties) / prompts
     required: float | None = None
+    near_ties: int | None = None  # quantized exports: answers that part where transformers' runner-up was close
+    tie_margin: float | None = None
     first_divergence: Divergence | None = None
     endpoint: str | None = None
     served_dtype: str | None = None
@@ -209,6 +196,20 @@ class Serving(RecordModel):
         if isinstance(parity, dict) and "status" in parity:
             return {**data, "parity": {parity.get("mode") or MERGED: parity}}
         return data
+
+
+class ExportCheck(RecordModel):
+    """run.json "exports" <format>: what `ftc export` wrote and how its gate judged it ("passed" or "rejected")."""
+
+    status: str
+    family: str | None = None  # "gguf" or "compressed"
+    path: str | None = None  # relative to the run folder
+    files: dict[str, str] = Field(default_factory=dict)  # name -> sha256
+    bytes: int | None = None
+    quantization: dict[str, Any] = Field(default_factory=dict)  # what the writer did (method, group size, fallbacks)
+    checked_with: str | None = None  # how the export was loaded for the gate
+    gate: dict[str, Any] = Field(default_factory=dict)  # the thresholds and what was measured against merged/
+    failures: tuple[str, ...] = ()
 
 
 class RunRecord(RecordModel):
@@ -246,6 +247,7 @@ class RunRecord(RecordModel):
     distributed: Distributed | None = None
     merge: MergeCheck | None = None
     serve: Serving | None = None
+    exports: dict[str, ExportCheck] = Field(default_factory=dict)
 
     def project_root(self, run_dir: Path) -> Path:
         """The project root: run.json names it; else the folder above runs/<name>/<run-id>/."""
@@ -254,86 +256,6 @@ class RunRecord(RecordModel):
     @property
     def parity(self) -> dict[str, ParityCheck]:
         return dict(sorted(self.serve.parity.items())) if self.serve else {}
-
-
-class HeldOutSource(RecordModel):
-    source: str | None = None  # "validation", "split" or "train"
-    path: str | None = None
-    max_examples: int | None = None
-
-
-class EvalModels(RecordModel):
-    base: str | None = None  # None: not evaluated (compare_base = false)
-    tuned: str | None = None
-
-
-class Decoding(RecordModel):
-    do_sample: bool | None = None
-    max_new_tokens: int | None = None
-    stop_token_ids: tuple[int, ...] | None = None
-    stop_strings: tuple[str, ...] | None = None
-    chat_template_sha256: str | None = None
-    batch_size: int | None = None
-    padding_side: str | None = None
-
-
-class GateResult(RecordModel):
-    gate: str
-    holds: bool
-    left: float | None = None
-    right: float | None = None
-    error: str | None = None  # the gate could not be checked, and why
-
-
-class Finding(RecordModel):
-    finding: str
-    evidence: str = ""
-    remedy: str = ""
-
-
-class NotChecked(RecordModel):
-    finding: str
-    reason: str = ""
-
-
-class EvalAnswer(RecordModel):
-    source: str | None = None
-    prompt: str | None = None
-    reference: str | None = None
-    base: str | None = None  # None: not generated
-    tuned: str | None = None
-    base_tokens: int | None = None
-    tuned_tokens: int | None = None
-
-
-class EvalRecord(RecordModel):
-    """eval.json (and eval-endpoint.json); its shape is documented in README.md ("Evaluating a run").
-    Metric rows, lm-eval results and the endpoint's facts stay mappings: their keys are the metrics' and
-    the tasks' own."""
-
-    format_version: int
-    run: str | None = None
-    plan_hash: str | None = None
-    examples: int | None = None
-    held_out: HeldOutSource = Field(default_factory=HeldOutSource)
-    models: EvalModels = Field(default_factory=EvalModels)
-    endpoint: dict[str, Any] | None = None
-    decoding: Decoding = Field(default_factory=Decoding)
-    metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    json_schema: dict[str, Any] | None = None
-    label_field: str | None = None
-    versions: dict[str, str | None] = Field(default_factory=dict)
-    lm_eval: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    gates: tuple[GateResult, ...] = ()
-    notes: tuple[str, ...] = ()
-    diagnosis: tuple[Finding, ...] = ()
-    not_checked: tuple[NotChecked, ...] = ()
-    answers: tuple[EvalAnswer, ...] = ()
-    seconds: dict[str, float] = Field(default_factory=dict)
-
-    @property
-    def gates_hold(self) -> bool:
-        return all(g.holds for g in self.gates)
 
 
 # ---- reading and writing --------------------------------------------------------------------------------

@@ -65,3 +65,20 @@ def make_tiny_llama(out_dir: Path) -> Path:
     model.save_pretrained(out_dir)  # safetensors
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def make_varied_tiny_llama(out_dir: Path, std: float = 0.2) -> Path:
+    """The tiny Llama with its matrices redrawn large (std 0.2, seed 0), so that greedy answers vary from token to
+    token (with the usual std 0.02 it only ever says "\\n") and a 4-bit rounding can flip its top tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    make_tiny_llama(out_dir)
+    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, std)
+    model.save_pretrained(out_dir)
+    return out_dir

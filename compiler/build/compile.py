@@ -30,6 +30,7 @@ from ftc.compiler.plan.model import Lock, ModelInput, Plan
 from ftc.compiler.plan.modelinfo import TokenizerInfo, inspect_model, load_tokenizer, tokenizer_info
 from ftc.compiler.plan.resolve import Measured, installed_versions, resolve, resolve_strategy
 from ftc.compiler.spec.checks import validate
+from ftc.compiler.spec.export import check_export_plan
 from ftc.compiler.spec.validate import LoadedSpec, display_path
 
 SCRIPT_NAME = "train.py"
@@ -167,6 +168,7 @@ def compile_build(
     fit = fit_diagnostics(loaded, plan, info)
     if method_def.plan_check is not None:
         fit += list(method_def.plan_check(loaded, plan))
+    fit += check_export_plan(loaded, plan)
     warnings += [d for d in fit if not d.is_error]
     if errors(fit):
         raise SpecError([*warnings, *errors(fit)])

@@ -187,6 +187,20 @@ class ServePlan(PlanModel):
     dtype: dict[str, str]  # per device
 
 
+class ExportGatePlan(PlanModel):
+    min_top1: float
+    max_metric_drop: float
+    max_size_mib: float | None
+
+
+class ExportPlan(PlanModel):
+    """[export] resolved: the formats `ftc export` writes, and each one's gate (the spec's, or the format's default)."""
+
+    formats: list[str]
+    examples: int
+    gates: dict[str, ExportGatePlan]
+
+
 class LaunchPlan(PlanModel):
     processes: int
     launcher: Literal["python", "accelerate"]
@@ -238,8 +252,11 @@ class Plan(PlanModel):
     hardware: HardwarePlan
     evaluation: Evaluation
     serve: ServePlan
+    export: ExportPlan | None = None  # only when the spec has [export]: locks without it are unchanged
     launch: LaunchPlan
     estimates: Estimates
+
+    omit_when_none = frozenset({"export"})
 
     def to_json(self) -> dict[str, Any]:
         """The plan as the lock writes it."""

@@ -25,6 +25,8 @@ from ftc.compiler.plan.model import (
     CleaningPlan,
     DataInput,
     DataPlan,
+    ExportGatePlan,
+    ExportPlan,
     HardwarePlan,
     Inputs,
     LaunchPlan,
@@ -40,6 +42,7 @@ from ftc.compiler.plan.model import (
 )
 from ftc.compiler.plan.modelinfo import ModelInfo, TokenizerInfo
 from ftc.compiler.spec import Hardware, Spec
+from ftc.compiler.spec.export import GATE_DEFAULTS, Export
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "lm_eval", "vllm", "gguf")
 PACKING_STRATEGY = "bfd"
@@ -159,6 +162,7 @@ def resolve(spec: Spec, m: Measured) -> Plan:
             max_model_len=spec.serve.max_model_len or d.max_length,
             dtype=_auto(spec.serve.dtype, "float32", "bfloat16", hw.accelerator),
         ),
+        export=resolve_export(spec.export),
         launch=LaunchPlan(
             processes=devices,
             launcher="accelerate" if devices > 1 else "python",
@@ -167,6 +171,22 @@ def resolve(spec: Spec, m: Measured) -> Plan:
         ),
         estimates=estimates(work, target, training, data),
     )
+
+
+def resolve_export(export: Export | None) -> ExportPlan | None:
+    """[export] with every format's gate filled in from its defaults (compiler/spec/export.py GATE_DEFAULTS)."""
+    if export is None:
+        return None
+    gates = {}
+    for fmt in export.formats:
+        given = export.gate.get(fmt)
+        top1, drop = GATE_DEFAULTS[fmt]
+        gates[fmt] = ExportGatePlan(
+            min_top1=top1 if given is None or given.min_top1 is None else given.min_top1,
+            max_metric_drop=drop if given is None or given.max_metric_drop is None else given.max_metric_drop,
+            max_size_mib=given.max_size_mib if given is not None else None,
+        )
+    return ExportPlan(formats=list(export.formats), examples=export.examples, gates=gates)
 
 
 def _inputs(m: Measured) -> Inputs:

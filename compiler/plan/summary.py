@@ -346,4 +346,8 @@ def _serve(lock: Plan) -> tuple[str, Rows]:
         ("dtype", per_device(s.dtype)),
         ("api key", f"from ${s.api_key_env}" if s.api_key_env else "none (no auth)"),
     ]
+    x = lock.export
+    if x is not None:
+        gates = "; ".join(f"{fmt}: top-1 >= {x.gates[fmt].min_top1:.0%}, metrics -{x.gates[fmt].max_metric_drop:g}" for fmt in x.formats)
+        rows.append(("export", f"{', '.join(x.formats)} from merged/, each gated on {x.examples} held-out examples ({gates})"))
     return "serve", rows

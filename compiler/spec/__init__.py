@@ -7,6 +7,7 @@ from pydantic import Field
 from ftc.compiler.schema import SpecModel
 from ftc.compiler.spec.data import Data
 from ftc.compiler.spec.evaluation import Evaluation
+from ftc.compiler.spec.export import Export
 from ftc.compiler.spec.hardware import Hardware
 from ftc.compiler.spec.method import METHOD_KINDS, Dpo, Full, Lora, Method, Qlora
 from ftc.compiler.spec.model import Model
@@ -24,6 +25,7 @@ class Spec(SpecModel):
     hardware: Hardware = Field(default_factory=Hardware, description="Where it runs.")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Base versus tuned comparison.")
     serve: Serve = Field(default_factory=Serve, description="The OpenAI-compatible endpoint.")
+    export: Export | None = Field(default=None, description="Quantized files `ftc export` writes, each behind a parity gate.")
 
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "Data",
     "Dpo",
     "Evaluation",
+    "Export",
     "Full",
     "Hardware",
     "Lora",

@@ -79,7 +79,7 @@ def resolve_run(target: Path, root: Path | None = None) -> Path:
     return newest_run(target, root)
 
 
-def _schema(run: RunFolder, ev: dict[str, Any]) -> tuple[Any, dict[str, Any] | None, str | None]:
+def schema_of(run: RunFolder, ev: dict[str, Any]) -> tuple[Any, dict[str, Any] | None, str | None]:
     """The JSON Schema validator, its record (path, sha256), and why there is none."""
     if not ev.json_schema:
         return None, None, "no evaluation.json_schema"
@@ -232,7 +232,7 @@ def evaluate_run(
     questions = read_questions(run, tokenizer, chat_template, limit)
     stop_ids = stop_token_ids(tokenizer, chat_template)
     decoding = Decoding(tokenizer, stop_ids, [tokenizer.decode([i]) for i in stop_ids], max_new_tokens)
-    schema = _schema(run, ev)
+    schema = schema_of(run, ev)
 
     step("preparing lm-eval tasks")
     virtual_tokens = bool(run.adapter and run.lock.method.merge_refusal)  # prompt, P- and prefix tuning

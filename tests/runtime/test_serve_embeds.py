@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 from peft import IA3Config, PeftModel, PromptEncoderConfig, PromptTuningConfig, get_peft_model
-from tiny import make_tiny_llama
+from tiny import make_varied_tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftc.runtime.generate import prompt_ids, render_prompt
@@ -27,14 +27,7 @@ CONFIGS = {
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     """The tiny Llama with large weights (std 0.2), so that greedy answers vary from token to token."""
-    folder = make_tiny_llama(tmp_path_factory.mktemp("embeds") / "base")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0, 0.2)
-    model.save_pretrained(folder)
+    folder = make_varied_tiny_llama(tmp_path_factory.mktemp("embeds") / "base")
     return folder
 
 

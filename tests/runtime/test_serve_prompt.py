@@ -16,7 +16,7 @@ import pytest
 import torch
 from peft import IA3Config, PromptEncoderConfig, PromptTuningConfig, get_peft_model
 from test_serve import KEY, KEY_ENV, free_port, needs_vllm, project_of, serving  # noqa: F401 - serving is a fixture
-from tiny import make_tiny_llama
+from tiny import make_varied_tiny_llama
 from tiny_runs import DATA, train_run
 from transformers import AutoModelForCausalLM
 
@@ -102,14 +102,7 @@ def test_a_p_tuning_run_is_served_as_prompt_embeds(tmp_path, tiny_model):
 @pytest.fixture(scope="module")
 def prompt_run(tmp_path_factory):
     """A 2-step prompt-tuning run of the tiny Llama with large random weights (varied greedy answers)."""
-    model_dir = make_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-varied")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0, 0.2)
-    model.save_pretrained(model_dir)
+    model_dir = make_varied_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-varied")
     return train_run(tmp_path_factory.mktemp("project-prompt"), model_dir, "prompt_tuning")
 
 
