@@ -15,13 +15,14 @@ def add_export(verbs) -> None:
         help="write quantized copies of a run's merged model (GGUF, compressed-tensors), each gated against it",
         description=(
             "Write RUN_DIR/exports/<format>/ from RUN_DIR/merged/ (run `ftc merge` first), for each format of the "
-            "spec's [export] table or of --format: GGUF f16, q8_0, q4_0 and q4_1 (llama.cpp, Ollama; written by ftc, "
-            "no llama.cpp build needed; the Llama family), and compressed-tensors w8a8 and w4a16 (vLLM). Each carries "
-            "the locked chat template, the tokenizer and the stop tokens. Each is loaded back and compared with merged/ "
-            "on held-out examples: top-1 agreement of the logits, the task metrics of `ftc eval` on greedy answers, and "
-            "the size, against the thresholds of [export.gate] or the format's defaults. An export that fails is kept "
-            "as exports/<format>.rejected/ for inspection. Every result is recorded in run.json under \"exports\". "
-            "Exit statuses: 0 every format passed, 1 one was rejected or nothing could be exported, 2 usage error."
+            "spec's [export] table or of --format: GGUF f16, q8_0, q4_0 and q4_1 (llama.cpp, Ollama; written by "
+            "ftc, no llama.cpp build needed; the Llama family; the k-quants through the llama-cpp extra), and "
+            "compressed-tensors w8a8 and w4a16 (vLLM). Each carries the locked chat template, the tokenizer and the "
+            "stop tokens. Each is loaded back and compared with merged/ on held-out examples: top-1 agreement of "
+            "the logits, the task metrics of `ftc eval` on greedy answers, and the size, against the thresholds of "
+            "[export.gate] or the format's defaults. An export that fails is kept as exports/<format>.rejected/ "
+            "for inspection. Every result is recorded in run.json under \"exports\". Exit statuses: 0 every "
+            "format passed, 1 one was rejected or nothing could be exported, 2 usage error."
         ),
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder, e.g. runs/quickstart/20250101-120000")
@@ -33,7 +34,9 @@ def add_export(verbs) -> None:
         metavar="FORMAT",
         help=f"a format to export, instead of the spec's export.formats; repeat for several ({', '.join(FORMATS)})",
     )
-    p.add_argument("--examples", type=int, metavar="N", help="held-out examples for the gate (default: export.examples, 16)")
+    p.add_argument(
+        "--examples", type=int, metavar="N", help="held-out examples for the gate (default: export.examples, 16)"
+    )
     p.set_defaults(func=cmd_export)
 
 
@@ -62,6 +65,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if result.passed:
             out.print(f"{result.format}: passed ({facts}): {display(result.path)}/", markup=False)
         else:
-            out.print(f"{result.format}: rejected ({facts}): {'; '.join(result.record.failures)}; kept in {display(result.path)}/", markup=False)
+            why = "; ".join(result.record.failures)
+            out.print(f"{result.format}: rejected ({facts}): {why}; kept in {display(result.path)}/", markup=False)
     out.print(f"recorded under \"exports\" in {display(run_dir / RUN_RECORD)}", markup=False)
     return EXIT_OK if all(r.passed for r in results) else EXIT_PROBLEMS

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from ftc.compiler.build.compile import CHAT_TEMPLATE_NAME  # the locked template's file name, as merged/ holds it
+
 SCHEMES = ("w8a8", "w4a16")
 PRESETS = {"w8a8": "W8A8", "w4a16": "W4A16"}  # compressed-tensors' preset scheme names
 GROUP_SIZES = (128, 64, 32)
@@ -48,7 +50,7 @@ COPIED_FILES = (
     "tokenizer.model",
     "vocab.json",
     "merges.txt",
-    "chat_template.jinja",
+    CHAT_TEMPLATE_NAME,
     "chat_template.json",
     "generation_config.json",
 )
@@ -182,7 +184,7 @@ def carried(out_dir: Path) -> tuple[str | None, list[int]]:
     from transformers import AutoTokenizer
 
     out_dir = Path(out_dir)
-    template_file = out_dir / "chat_template.jinja"
+    template_file = out_dir / CHAT_TEMPLATE_NAME
     template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
     stops = set()
     eos = AutoTokenizer.from_pretrained(str(out_dir)).eos_token_id

@@ -421,12 +421,12 @@ def _exports(r: Report) -> str:
     for fmt, x in sorted(r.record.exports.items()):
         g = x.gate
         verdict = f'<span class="{"pass" if x.status == "passed" else "fail"}">{e(x.status)}</span>'
-        drops = ", ".join(f"{k} {v:+.3f}" for k, v in (g.get("metric_drops") or {}).items() if v)
+        drops = ", ".join(f"{k} {-v:+.3f}" for k, v in (g.get("metric_drops") or {}).items() if v)  # export − merged/
         rows.append([e(fmt), verdict, e(_fmt(g.get("size_mib"), ".1f")), e(_fmt(g.get("top1_agreement"), ".1%")),
                      e(g.get("answers_identical") or ""), e(drops or "none"), e("; ".join(x.failures) or x.path or "")])
     if not rows:
         return f"<p>no exports: <code>ftc export {e(r.run)}</code> writes GGUF and compressed-tensors copies of merged/</p>"
-    head = ["format", "gate", "MiB", "top-1 vs merged/", "answers identical", "metric drops", "detail"]
+    head = ["format", "gate", "MiB", "top-1 vs merged/", "answers identical", "metrics, export − merged/", "detail"]
     return "<h3>exports (<code>ftc export</code>, run.json)</h3>" + _table(head, rows, {2, 3}, "exports")
 
 

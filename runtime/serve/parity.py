@@ -159,8 +159,8 @@ def parity_prompts(run: RunFolder | None, chat_template: str | None, tokenizer, 
 
 
 def reference_answers(model, prompts: list[ParityPrompt], stop_ids: list[int], pad_id: int | None, done: Callable[[int], None] = lambda k: None, use_cache: bool = True, ties: bool = False) -> list[Generation]:
-    """transformers' greedy answers, one prompt at a time (no padding to perturb them); with `ties`, each
-    position's runner-up too."""
+    """transformers' greedy answers, one prompt at a time (no padding to perturb them); with `ties` (quantized
+    exports), the RANKED highest tokens at each position too."""
     answers = []
     generate = generate_one if use_cache else generate_with_virtual_tokens  # without the cache: runtime/generate.py says why
     for prompt in prompts:

@@ -27,7 +27,7 @@ VERBS = _verbs()
 
 def test_the_verbs_in_the_order_help_lists_them():
     assert VERBS == [
-        "validate", "compile", "run", "merge", "eval", "report", "serve",
+        "validate", "compile", "run", "merge", "export", "eval", "report", "serve",
         "data", "schema", "plan", "diff", "eject", "init",
     ]  # fmt: skip
 

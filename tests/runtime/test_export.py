@@ -176,6 +176,17 @@ def test_a_run_without_merged_weights_is_refused(run_dir, tmp_path, capsys):
     assert not (copy / "exports").exists()
 
 
+def test_a_spec_without_export_needs_formats_on_the_command_line(run_dir, tmp_path, capsys):
+    copy = tmp_path / "runs" / "tiny-lora" / "copy"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("exports"))
+    lock = json.loads((copy / "ftc.lock.json").read_text())
+    del lock["export"]
+    (copy / "ftc.lock.json").write_text(json.dumps(lock))
+    assert main(["export", str(copy)]) == 1
+    assert "has no [export] table: name the formats with --format" in capsys.readouterr().err
+    assert not (copy / "exports").exists()
+
+
 def test_formats_this_machine_cannot_write_are_refused_before_anything_is_written(run_dir, tmp_path, capsys):
     if not llamacpp.available():  # without the [llama-cpp] extra, the k-quants are refused, naming it
         with pytest.raises(ExportRefused, match="llama-cpp-python"):
