@@ -102,7 +102,7 @@ def write_compressed(model_dir: Path, out_dir: Path, scheme: str) -> dict:
     from compressed_tensors.quantization.utils import calculate_qparams
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="auto").eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="auto", use_safetensors=True).eval()
     ignored = _output_head_names(model)
     quant_scheme = preset_name_to_scheme(PRESETS[scheme], targets=["Linear"])
     if group_size is not None:
@@ -171,7 +171,7 @@ def load_compressed(out_dir: Path):
     from transformers import AutoModelForCausalLM
 
     with _quiet_bars():
-        model = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32, use_safetensors=True).eval()
         quantizer = getattr(model, "hf_quantizer", None)
         if quantizer is not None and hasattr(model, "ct_decompress_hook"):
             quantizer.compressor.decompress_model(model)  # now, rather than on the first forward
