@@ -9,7 +9,7 @@ Formats, by family:
 
 The gate compares each export with merged/ on held-out examples: top-1 agreement of the next-token logits over
 every position, the task metrics of `ftc eval` on greedy answers, and the file size. Defaults per format are in
-GATE_DEFAULTS (measured values in runtime/export/gate.py); [export.gate.<format>] overrides them.
+GATE_DEFAULTS, with the measurements they were set from; [export.gate.<format>] overrides them.
 """
 
 from __future__ import annotations

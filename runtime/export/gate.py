@@ -14,8 +14,8 @@ The export is loaded as a user's tool would read it: a GGUF file through transfo
 dequantizes it), a compressed-tensors folder through transformers' compressed-tensors support. Both give the
 weights exactly as stored; runtime/export/compressed.py says how W8A8's activation quantization is treated.
 
-Measured on the quickstart (bench/export.py, SmolLM2-135M, 16 held-out tickets, 2-core CPU): see README
-"Exporting" for the table the default thresholds in compiler/spec/export.py were set from.
+Measured on the quickstart (bench/export.py, SmolLM2-135M, 60 held-out tickets, 2-core CPU): the README's
+"Exporting" table, from which the default thresholds in compiler/spec/export.py were set.
 """
 
 from __future__ import annotations
