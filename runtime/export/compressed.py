@@ -178,16 +178,17 @@ def load_compressed(out_dir: Path):
     return model
 
 
-def carried(out_dir: Path) -> tuple[str | None, list[int]]:
+def carried(out_dir: Path, tokenizer=None) -> tuple[str | None, list[int]]:
     """What the folder tells vLLM about chatting: (chat_template.jinja's text or None, the stop ids: the tokenizer's
-    EOS and generation_config.json's eos_token_id, which vLLM adds to every request's stops)."""
+    EOS and generation_config.json's eos_token_id, which vLLM adds to every request's stops). `tokenizer`: the
+    folder's, when the caller has loaded it already."""
     from transformers import AutoTokenizer
 
     out_dir = Path(out_dir)
     template_file = out_dir / CHAT_TEMPLATE_NAME
     template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
     stops = set()
-    eos = AutoTokenizer.from_pretrained(str(out_dir)).eos_token_id
+    eos = (tokenizer or AutoTokenizer.from_pretrained(str(out_dir))).eos_token_id
     if eos is not None:
         stops.add(int(eos))
     generation_file = out_dir / "generation_config.json"

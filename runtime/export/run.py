@@ -127,7 +127,7 @@ def _load(fmt: str, folder: Path):
     from transformers import AutoTokenizer
 
     model, tokenizer = compressed.load_compressed(folder), AutoTokenizer.from_pretrained(str(folder))
-    template, stop_ids = compressed.carried(folder)
+    template, stop_ids = compressed.carried(folder, tokenizer)
     return model, tokenizer, template, stop_ids
 
 

@@ -211,7 +211,7 @@ def prepare(options: ServeOptions, workdir: Path, root: Path, device: str, step:
             embedder = PromptEmbedder.from_model(target.base_model, target.adapter)
         except EmbedsUnavailable as exc:
             raise ServeRefused(str(exc)) from exc
-    dropped = write_generation_config(Path(target.model) if target.mode in ("merged", "folder") or target.mode.startswith("export:") else None, stop_ids, workdir / "generation")
+    dropped = write_generation_config(Path(target.model) if target.mode in ("merged", "folder") or target.export else None, stop_ids, workdir / "generation")
     notes = list(target.notes)
     if dropped:
         notes.append(f"left out of vLLM's generation config: {', '.join(dropped)} (it would cap every request)")
@@ -236,7 +236,7 @@ def check_parity(p: Prepared, url: str, reference: _Background, progress: dict[s
     served = server_answers(url, p.settings.served_model_name, p.key, p.prompts, p.stop_ids, lambda k: report.tick(f"parity: vLLM {k}/{len(p.prompts)}"))
     chat = any(prompt.messages is not None for prompt in p.prompts)
     template = p.target.chat_template_file
-    margin = TIE_MARGIN if p.target.mode.startswith("export:") else None  # runtime/serve/parity.py says why
+    margin = TIE_MARGIN if p.target.export else None  # runtime/serve/parity.py says why
     return parity_record(
         compare(p.prompts, answers, served, p.tokenizer, p.stop_ids, margin), min_agreement, margin,
         mode=p.target.mode, model=shown_model(p.target), endpoint="/v1/chat/completions" if chat else "/v1/completions",
@@ -307,7 +307,7 @@ def serve(options: ServeOptions, out, err, root: Path | None = None) -> int:
 
             def compute() -> tuple[list[Generation], str]:
                 model, dtype = load_reference(target, settings)
-                answers = reference_answers(model, p.prompts, p.stop_ids, p.tokenizer.pad_token_id, lambda k: progress.update(done=k), use_cache=p.embedder is None, ties=target.mode.startswith("export:"))
+                answers = reference_answers(model, p.prompts, p.stop_ids, p.tokenizer.pad_token_id, lambda k: progress.update(done=k), use_cache=p.embedder is None, ties=target.export)
                 del model
                 gc.collect()
                 return answers, dtype

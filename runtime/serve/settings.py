@@ -71,7 +71,7 @@ def resolve_settings(options: ServeOptions, target: Target, device: str) -> Sett
     host = options.host or (serve.host if serve else "127.0.0.1")  # beyond loopback only when the spec or --host says so
     locked_dtype = serve.dtype.get(device) if serve else None
     dtype = options.dtype if options.dtype not in (None, "auto") else locked_dtype or ("float32" if device == "cpu" else "bfloat16")
-    if target.mode.startswith("export:") and options.dtype in (None, "auto"):
+    if target.export and options.dtype in (None, "auto"):
         dtype = "bfloat16"  # vLLM computes compressed-tensors checkpoints in 16 bits (W4A16 fails in float32)
     name = options.served_model_name or (serve.served_model_name if serve else Path(target.model).name)
     return Settings(

@@ -78,6 +78,12 @@ class Target:
     base_model: Any = None  # adapter and prompt_embeds modes: the dense base, kept in memory for the reference
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def export(self) -> bool:
+        """A quantized export (`--export`): vLLM computes it in 16 bits with its own kernels, so the parity gate
+        allows near ties (runtime/serve/parity.py)."""
+        return self.mode.startswith("export:")
+
 
 def _run_folder(run_dir: Path) -> RunFolder:
     """The run's lock and root, without open_run's checks of final/ and the base: merged/ stands on its own."""
@@ -327,7 +333,7 @@ def load_reference(target: Target, settings: Settings):
     from transformers import AutoModelForCausalLM
 
     dtype = "float32" if settings.device == "cpu" else settings.dtype
-    if target.mode.startswith("export:"):
+    if target.export:
         from ftc.runtime.export.compressed import load_compressed
 
         return load_compressed(Path(target.model)).to(settings.device).eval(), "float32"
