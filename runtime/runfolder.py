@@ -236,6 +236,7 @@ class RunRecord(RecordModel):
     step: int | None = None
     train_loss: float | None = None
     eval_loss: float | None = None
+    rewards: dict[str, float] | None = None  # GRPO and RLOO: the last logged total reward, each reward, KL, length
     tokens_per_second: float | None = None
     peak_memory_bytes: int | None = None
     peak_memory_gib: float | None = None

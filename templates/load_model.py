@@ -35,7 +35,11 @@ def quiet_known_notices():
         transformers still takes it, and the name is peft's to change.
       - peft (tuners/tuners_utils.py), RuntimeWarning whenever an AdaLoRA adapter is loaded: its rank_pattern keys
         (".lora_E", AdaLoRA's own format) "did not match any targeted module and were ignored". The generic check
-        is wrong for AdaLoRA, whose loader then resizes every layer by that pattern itself."""
+        is wrong for AdaLoRA, whose loader then resizes every layer by that pattern itself.
+      - transformers (modeling_utils), the LOAD REPORT of a reward model made from a causal LM: its one missing
+        key is the new score head ("score.weight", initialised from the seed), which is what a reward model
+        trains. A report with any other missing, unexpected or mismatched key still shows."""
+    logging.getLogger("transformers.modeling_utils").addFilter(_not_new_score_head_report)
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_kernel_fetch_notice)
     logging.getLogger("kernels._internals.hf_hub").addFilter(_not_kernel_fetch_notice)
     warnings.filterwarnings(
@@ -72,22 +76,37 @@ KERNEL_FETCH_NOTICES = (
 )
 
 
+def _not_new_score_head_report(record):
+    text = str(record.msg)
+    if "ForSequenceClassification LOAD REPORT" not in text:
+        return True
+    keys = [line.split("|")[0].strip() for line in text.splitlines() if line.count("|") >= 2]
+    return [key for key in keys if key and key != "Key" and not key.startswith("-")] != ["score.weight"]
+
+
 def _not_kernel_fetch_notice(record):
     return not str(record.msg).startswith(KERNEL_FETCH_NOTICES)
 
 
-def load_dense(where, dtype, attn, load_args):
-    """A model with dense weights in `dtype`. GGUF blocks are unpacked on load (GgufConfig(dequantize=True));
-    after that they are ordinary float weights, so the loading-only GGUF marker is removed to let them train."""
+def load_dense(where, dtype, attn, load_args, model_class=None, **settings):
+    """A model with dense weights in `dtype`: AutoModelForCausalLM, or `model_class` with its `settings` (a reward
+    model's one-label head). GGUF blocks are unpacked on load (GgufConfig(dequantize=True)); after that they are
+    ordinary float weights, so the loading-only GGUF marker is removed to let them train."""
+    model_class = model_class or AutoModelForCausalLM
     if load_args.get("gguf_file") is None:
-        return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, attn_implementation=attn, **load_args)
+        return model_class.from_pretrained(where, dtype=dtype, attn_implementation=attn, **load_args, **settings)
     # Unpacking draws a bar of one line per few tensors (272 for SmolLM2-135M) through tqdm directly, which
     # transformers' own switch (transformers.logging.disable_progress_bar) does not reach: off for this load only.
     bar = modeling_gguf_pytorch_utils.tqdm
     modeling_gguf_pytorch_utils.tqdm = partial(bar, disable=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            where, dtype=dtype, attn_implementation=attn, quantization_config=GgufConfig(dequantize=True), **load_args
+        model = model_class.from_pretrained(
+            where,
+            dtype=dtype,
+            attn_implementation=attn,
+            quantization_config=GgufConfig(dequantize=True),
+            **load_args,
+            **settings,
         )
     finally:
         modeling_gguf_pytorch_utils.tqdm = bar

@@ -332,8 +332,9 @@ def explain_out_of_memory(device, micro_batch, accumulation, checkpointing, meth
     )
 
 
-def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir, out_of_memory_advice):
-    """Train, then save the final weights; explain running out of memory or disk, and stop cleanly on Ctrl-C."""
+def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir, out_of_memory_advice, save=None):
+    """Train, then save the final weights (with `save(trainer, folder)` when given); explain running out of memory
+    or disk, and stop cleanly on Ctrl-C."""
     try:
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         state = trainer.state
@@ -357,8 +358,10 @@ def train_and_save(trainer, tokenizer, monitor, resume_from, device, output_dir,
         if trainer.is_fsdp_enabled:
             # checkpoints stay sharded, a file per process; the trainer saves nothing for a sharded final model
             trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-        # the adapter for LoRA and QLoRA, every weight otherwise; gathered from every process
-        trainer.save_model(str(final))
+        if save is not None:
+            save(trainer, final)
+        else:  # the adapter for LoRA and QLoRA, every weight otherwise; gathered from every process
+            trainer.save_model(str(final))
         if monitor.main_process:
             tokenizer.save_pretrained(str(final))  # with the locked chat template
     except KeyboardInterrupt:

@@ -29,6 +29,7 @@ from ftc.compiler.plan.inputs import InputError, relative_to_root, resolve_model
 from ftc.compiler.plan.model import Lock, ModelInput, Plan
 from ftc.compiler.plan.modelinfo import TokenizerInfo, inspect_model, load_tokenizer, tokenizer_info
 from ftc.compiler.plan.resolve import Measured, installed_versions, resolve, resolve_strategy
+from ftc.compiler.plan.rewards import resolve_rewards
 from ftc.compiler.spec.checks import validate
 from ftc.compiler.spec.export import check_export_plan
 from ftc.compiler.spec.validate import LoadedSpec, display_path
@@ -99,6 +100,10 @@ def compile_build(
                 reference = resolve_model(reference_name, None, loaded.base_dir, root, hasher, False)
             except InputError as exc:
                 raise SpecError([*warnings, loaded.diag("method.reference", exc.message, exc.hint)]) from None
+        try:
+            rewards = resolve_rewards(loaded, root, hasher)
+        except InputError as exc:
+            raise SpecError([*warnings, loaded.diag(exc.key, exc.message, exc.hint)]) from None
         data_files = {
             split: {
                 "path": relative_to_root(loaded.resolve(rel), root),
@@ -155,6 +160,7 @@ def compile_build(
         splits=splits,
         model=source,
         reference_model=reference,
+        rewards=rewards,
         model_info=info,
         tokenizer=tok,
         chat_template_source=template_source,
@@ -219,6 +225,8 @@ def script_paths(plan: Plan, script_dir: Path, root: Path, data: dict[str, str] 
     paths["model"] = model_path(plan.inputs.model)
     if plan.inputs.reference_model is not None:
         paths["reference"] = model_path(plan.inputs.reference_model)
+    if plan.inputs.reward_models:
+        paths["reward_models"] = {name: model_path(entry) for name, entry in plan.inputs.reward_models.items()}
     paths["chat_template"] = CHAT_TEMPLATE_NAME
     paths["runs"] = runs or rel(f"runs/{plan.project.name}")
     return paths

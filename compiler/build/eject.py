@@ -108,7 +108,9 @@ def check_destination(dest: Path, build: Path, lock: Lock, root: Path) -> None:
     target = dest.resolve()
     guarded = {"the build": build.resolve(), "the spec": (root / lock.inputs.spec.path).resolve()}
     guarded |= {f"the {split} data": (root / entry.path).resolve() for split, entry in lock.inputs.data.items()}
-    for label, model in (("the model", lock.inputs.model), ("the reference model", lock.inputs.reference_model)):
+    models = [("the model", lock.inputs.model), ("the reference model", lock.inputs.reference_model)]
+    models += [(f"the reward model {name}", entry) for name, entry in (lock.inputs.reward_models or {}).items()]
+    for label, model in models:
         if model is not None and model.local_reference:
             guarded[label] = (root / model.reference).resolve()
     if lock.inputs.chat_template.source != "model":

@@ -35,7 +35,9 @@ from ftc.compiler.plan.inputs import (
     relative_to_root,
     resolve_model,
 )
+from ftc.compiler.methods.rewards import reward_names
 from ftc.compiler.plan.model import Lock
+from ftc.compiler.plan.rewards import reward_model_source
 from ftc.compiler.plan.resolve import installed_versions
 from ftc.compiler.spec.checks import is_hub_id
 from ftc.compiler.spec.validate import LoadedSpec, display_path, parse
@@ -45,6 +47,8 @@ INPUT_KINDS = (
     ("inputs.data", "data"),
     ("inputs.model", "model"),
     ("inputs.reference_model", "reference model"),
+    ("inputs.reward_models", "reward model"),
+    ("inputs.reward_files", "reward file"),
     ("inputs.chat_template", "chat template"),
     ("inputs.templates", "template"),
     ("packages", "package"),
@@ -130,6 +134,7 @@ def changed_inputs(loaded: LoadedSpec, lock: dict[str, Any], root: Path) -> list
             reasons += _model_changes("reference model", locked.get("reference_model"), lambda: resolve_model(reference, None, loaded.base_dir, root, hasher, False, known_type=False))
         elif "reference_model" in locked:
             reasons.append("reference model changed: the spec names none now")
+        reasons += _reward_changes(loaded, locked, root, hasher)
     if spec.model.chat_template != "auto":  # "auto" is the model's own, which the model's files cover
         path = loaded.resolve(spec.model.chat_template)
         shown = relative_to_root(path, root)
@@ -148,6 +153,27 @@ def changed_inputs(loaded: LoadedSpec, lock: dict[str, Any], root: Path) -> list
             now = None
         if now != sha:
             reasons.append(f"template changed: {name}" + (" is gone" if now is None else ""))
+    return reasons
+
+
+def _reward_changes(loaded: LoadedSpec, locked: dict[str, Any], root: Path, hasher: FileHasher) -> list[str]:
+    """GRPO's and RLOO's reward models and JSON Schema files against the lock's hashes (the spec is unchanged, so
+    the rewards and their names are the ones the lock was compiled from)."""
+    rewards = getattr(loaded.spec.method, "rewards", None) or []
+    models, files = locked.get("reward_models") or {}, locked.get("reward_files") or {}
+    reasons = []
+    for reward, name in zip(rewards, reward_names(rewards), strict=True):
+        if reward.kind == "reward_model":
+            reasons += _model_changes("reward model", models.get(name), lambda path=reward.path: reward_model_source(loaded, path, root, hasher, "", known_type=False))
+        elif reward.kind == "json_schema":
+            schema = loaded.resolve(reward.schema_file)
+            shown = relative_to_root(schema, root)
+            try:
+                now = hasher.sha256(schema)
+            except OSError:
+                now = None
+            if files.get(shown) != now:
+                reasons.append(f"reward file changed: {shown}" + (" is unreadable" if now is None else ""))
     return reasons
 
 

@@ -121,7 +121,7 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
         path = loaded.resolve(rel) if rel and file_problem(loaded.base_dir, rel, "data file") is None else None
         if path is not None:
             cleaning = Cleaning.of(d)
-            problems += survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(d)).problems
+            problems += survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(loaded.spec)).problems
     report = DataReport(display_path(spec_path), summary.format if summary else None, d.max_length, strategy, spec_diags, problems, [])
     if summary is None or summary.format is None or errors(spec_diags):  # no format known: nothing to tokenize by
         return report

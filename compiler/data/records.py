@@ -44,9 +44,24 @@ FIELDS = {
     "text": ("text",),
 }
 # The formats each kind of training takes (a method's MethodDef.trains_on), and how messages name them.
-TRAINS_ON_FORMATS = {"demonstrations": ("chat", "completion", "text"), "preferences": ("preference",), "unpaired": ("unpaired",)}
-TRAINS_ON_WORDS = {"preferences": "preference data (prompt, chosen, rejected)", "unpaired": "unpaired data (prompt, completion, label)"}
-TRAINS_ON_FIELDS = {"preferences": "prompt, chosen and rejected", "unpaired": "prompt, completion and label (true or false)"}
+# GRPO and RLOO ("prompts") sample their own completions of each prompt: of chat data, of every turn before the last
+# assistant turn; the reference answer (that turn, or the completion) is what rewards and `ftc eval` compare with.
+TRAINS_ON_FORMATS = {
+    "demonstrations": ("chat", "completion", "text"),
+    "preferences": ("preference",),
+    "unpaired": ("unpaired",),
+    "prompts": ("chat", "completion"),
+}
+TRAINS_ON_WORDS = {
+    "preferences": "preference data (prompt, chosen, rejected)",
+    "unpaired": "unpaired data (prompt, completion, label)",
+    "prompts": "prompts with reference answers (chat, or prompt and completion)",
+}
+TRAINS_ON_FIELDS = {
+    "preferences": "prompt, chosen and rejected",
+    "unpaired": "prompt, completion and label (true or false)",
+    "prompts": "messages that end with the reference answer's assistant turn, or a prompt and completion",
+}
 # A pair holds two unpaired examples (as trl's unpair_preference_dataset makes them); unpaired examples hold no pairs.
 UNPAIR_HINT = (
     'each pair makes two unpaired examples, {"prompt", "completion": chosen, "label": true} and '

@@ -80,7 +80,7 @@ class DataSource:
         records: Iterator[Record] = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
         if self.cleaning.active:
             records = clean_stream(records, self.cleaning, self.file(key), report if report is not None else [])
-        records = _well_formed(records, extra_fields(self.data))
+        records = _well_formed(records, extra_fields(self.loaded.spec))
         if self.data.convert_to == "chat":
             records = (replace(r, value=to_chat(r.value, self.data.system_prompt)) for r in records)
         return records

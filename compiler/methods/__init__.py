@@ -21,10 +21,12 @@ from ftc.compiler.methods.lora import DEFAULT_TARGETS, LORA, Lora, LoraFields
 from ftc.compiler.methods.orpo import ORPO
 from ftc.compiler.methods.prompt import P_TUNING, PREFIX_TUNING, PROMPT_TUNING
 from ftc.compiler.methods.qlora import QLORA, Qlora
+from ftc.compiler.methods.reward import REWARD
+from ftc.compiler.methods.rl import GRPO, RLOO
 from ftc.compiler.methods.vera import VERA
 
 METHODS: dict[str, MethodDef] = {
-    m.kind: m for m in (FULL, LORA, QLORA, IA3, ADALORA, VERA, PROMPT_TUNING, P_TUNING, PREFIX_TUNING, DPO, ORPO, KTO)
+    m.kind: m for m in (FULL, LORA, QLORA, IA3, ADALORA, VERA, PROMPT_TUNING, P_TUNING, PREFIX_TUNING, DPO, ORPO, KTO, REWARD, GRPO, RLOO)
 }
 METHOD_KINDS = tuple(METHODS)
 
@@ -41,7 +43,11 @@ UNAVAILABLE: dict[str, tuple[str, tuple[str, ...]]] = {
         "log_probs",
         ("prefix_tuning", "prompt_tuning"),
     ),
-    "ppo": ("PPO was removed from trl (1.x)", ("dpo", "orpo", "kto")),
+    "ppo": (
+        "PPO was removed from trl (1.x); GRPO and RLOO optimise a policy against a reward model or declared rewards "
+        "without PPO's value model",
+        ("grpo", "rloo", "dpo"),
+    ),
 }
 UNAVAILABLE["adapters"] = UNAVAILABLE["houlsby"] = UNAVAILABLE["bottleneck"] = UNAVAILABLE["adapter"]
 UNAVAILABLE["llama_adapter"] = UNAVAILABLE["adaption_prompt"]

@@ -56,6 +56,19 @@ class MethodPlan(PlanModel):
     serve_refusal: ClassVar[str | None] = None  # why vLLM cannot serve it (when serve_as is None)
     gradient_checkpointing: ClassVar[bool] = True  # training can recompute activations (prefix tuning cannot)
 
+    def sequences(self) -> int:
+        """Sequences the model runs per example (per prompt for GRPO and RLOO: the completions of its group)."""
+        return self.sequences_per_example
+
+    def runs_reference(self) -> bool:
+        """Each step runs a frozen reference forward (for GRPO and RLOO: only when beta > 0)."""
+        return self.reference_forward
+
+    @property
+    def reward_model_params(self) -> int:
+        """Weights of the reward models the run loads beside the policy (GRPO and RLOO)."""
+        return 0
+
     @property
     def produces_adapter(self) -> bool:
         """final/ holds a peft adapter on the base (adapter_config.json names its type), not whole weights."""
@@ -81,6 +94,7 @@ class ResolveContext:
 
     info: ModelInfo
     accelerator: str  # "auto" | "cpu" | "cuda"
+    rewards: tuple[dict[str, Any], ...] = ()  # GRPO and RLOO: the rewards' plan entries (compiler/plan/rewards.py)
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,8 @@ class MethodDef:
     spec: type[SpecModel]
     plan: type[MethodPlan]
     template: str  # the script template under templates/
-    trains_on: Literal["demonstrations", "preferences", "unpaired"]  # unpaired: prompt, completion, good or bad
+    trains_on: Literal["demonstrations", "preferences", "unpaired", "prompts"]  # unpaired: prompt, completion, good or
+    # bad; prompts: prompts with reference answers, which GRPO and RLOO sample completions of
     words: str  # how `ftc plan` names it
     key_words: str  # what a key of this method is, for "unknown key" hints: '"r" is {key_words}'
     resolve: Callable[[Any, ResolveContext], MethodPlan]
@@ -103,6 +118,9 @@ class MethodDef:
     checks: Callable[[LoadedSpec], Iterator[Diagnostic]] | None = None  # checks on the spec for this method alone
     model_check: Callable[[Any, ModelInfo], tuple[str, str, str] | None] | None = None  # (key, message, hint)
     plan_check: Callable[[LoadedSpec, Any], Iterator[Diagnostic]] | None = None  # checks on the resolved plan
+    evaluates: bool = True  # evaluates the validation split during training (eval_steps)
+    support: tuple[str, ...] = ()  # support files under templates/ its template includes besides SCRIPT_SUPPORT
+    starter: dict[str, Any] | None = None  # keys without a default, as `ftc init` writes them (GRPO's rewards)
 
     def describe(self, plan: MethodPlan) -> str:
         """How `ftc plan` names the method; a method whose adapter is a choice says which it is."""
@@ -118,4 +136,4 @@ class MethodDef:
     @property
     def templates(self) -> tuple[str, ...]:
         """Every template file the generated script is rendered from."""
-        return (self.template, *SCRIPT_SUPPORT)
+        return (self.template, *SCRIPT_SUPPORT, *self.support)

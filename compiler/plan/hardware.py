@@ -23,6 +23,9 @@ Memory per device, in bytes (N weights in the base model, T trainable, b bytes p
   one layer at a time. fp32 training doubles the 16-bit sizes.
 - logits: tokens x vocab x 12 B: the 16-bit logits, their fp32 copy for the loss, and the gradients of both.
 - overhead: 1 GiB on CUDA for the context, cuBLAS workspaces and allocator slack; 0.5 GiB more for NCCL.
+- GRPO and RLOO: each prompt of a micro batch is num_generations sequences; a reference copy only when beta > 0
+  (and no adapter); the reward models' weights (N_r x b); and the sampling KV cache, tokens x layers x 2 x kv x
+  (2 or 4) bytes, counted beside the activations although sampling ends before the backward pass (errs high).
 
 Tokens per forward pass are micro_batch_size x max_length (x 2 for DPO's chosen and rejected): always so with
 packing, and the worst batch without it. With packing and any attention but flash attention, the generated
@@ -37,6 +40,9 @@ needs gradients through its activations but none for its weights), plus attentio
 adds one forward (2M + 4 x layers x heads x head_dim x seq), and so does DPO's reference model. Seconds =
 tokens x FLOPs per token / (devices x peak x utilization), with utilization assumed 40% for full fine-tuning, 35%
 for LoRA, 25% for QLoRA (which dequantizes on every matmul); communication between devices is not counted.
+GRPO and RLOO add a forward of each reward model (2 N_r per token) and the sampling: steps x batch x
+num_generations x max_completion_length tokens (an upper bound) at one forward (2M) each, at
+GENERATION_UTILIZATION, since decoding a few sequences at a time is bound by memory bandwidth rather than FLOPs.
 """
 
 from __future__ import annotations
@@ -64,9 +70,16 @@ SAFE_SHARE = 0.9  # a plan "fits" within 90% of the GPU's memory; up to 100% it 
 SHARD_WEIGHTS = ("fsdp", "deepspeed_zero3")
 SHARD_STATE = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
 MAX_GPUS = 64  # hardware.gpus' bound
-PARTS = ("weights", "reference_model", "master_weights", "gradients", "optimizer", "gathered_weights", "activations", "logits", "overhead")
-OPTIONAL_PARTS = ("reference_model", "master_weights", "gathered_weights")  # in the lock only when not zero
-PART_WORDS = {"reference_model": "reference model", "master_weights": "fp32 master weights", "gathered_weights": "gathered layers"}
+PARTS = (
+    "weights", "reference_model", "reward_models", "master_weights", "gradients", "optimizer", "gathered_weights", "activations",
+    "logits", "kv_cache", "overhead",
+)  # fmt: skip
+OPTIONAL_PARTS = ("reference_model", "reward_models", "master_weights", "gathered_weights", "kv_cache")  # in the lock only when not zero
+PART_WORDS = {
+    "reference_model": "reference model", "reward_models": "reward models", "master_weights": "fp32 master weights",
+    "gathered_weights": "gathered layers", "kv_cache": "sampling KV cache",
+}  # fmt: skip
+GENERATION_UTILIZATION = 0.05  # decoding a few sequences at a time is bound by memory bandwidth, not FLOPs (assumed)
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,10 @@ class Workload:
     checkpointing: bool
     devices: int
     strategy: str
+    sequences_per_example: int = 1  # DPO's chosen and rejected; GRPO's and RLOO's completions per prompt
+    reference_forward: bool = False  # a frozen reference forward each step (DPO, KTO; GRPO and RLOO with beta > 0)
+    reward_params: int = 0  # weights of the reward models GRPO and RLOO load beside the policy
+    completion_length: int = 0  # GRPO and RLOO: the longest completion sampled (0: the method generates nothing)
 
     @property
     def _method(self) -> type[MethodPlan]:
@@ -100,14 +117,6 @@ class Workload:
     def quantized(self) -> bool:
         """The base is held in 4 bits."""
         return self._method.quantized_base
-
-    @property
-    def sequences_per_example(self) -> int:
-        return self._method.sequences_per_example
-
-    @property
-    def reference_forward(self) -> bool:
-        return self._method.reference_forward
 
     @property
     def reference_copy(self) -> bool:
@@ -190,6 +199,10 @@ def make_workload(
         checkpointing=checkpointing,
         devices=devices,
         strategy=strategy,
+        sequences_per_example=method.sequences(),
+        reference_forward=method.runs_reference(),
+        reward_params=method.reward_model_params,
+        completion_length=getattr(method, "max_completion_length", 0),
     )
 
 
@@ -252,6 +265,7 @@ def memory_parts(w: Workload) -> dict[str, float]:
         base = 0  # full fine-tuning: the base weights are the trainable ones
     weights = base + w.trainable * held
     reference = n * b if w.reference_copy else 0
+    rewards = w.reward_params * b  # reward models, frozen, in the policy's dtype
     gradients = w.trainable * held * (2 if w.strategy == "ddp" and w.devices > 1 else 1)
     state = 4 if master or (mixed and w.strategy == "fsdp") else held
     optimizer = w.trainable * _optimizer_bytes(w, state, linear)
@@ -274,16 +288,21 @@ def memory_parts(w: Workload) -> dict[str, float]:
     else:
         per_token = layers * per_layer + adapter_inputs + head
     tokens = w.tokens_per_forward
+    # Sampling keeps keys and values of every layer for each sequence of the micro batch (prompt and completion):
+    # counted beside the activations, though they are freed before the backward pass (so it errs high)
+    kv_cache = tokens * layers * 2 * kv * act if w.completion_length else 0
     overhead = (OVERHEAD_GIB + (NCCL_GIB if w.devices > 1 else 0)) * GIB if w.device == "cuda" else 0
     return {
         "weights": weights / weight_shards,
         "reference_model": reference / weight_shards,
+        "reward_models": rewards,
         "master_weights": w.trainable * master / state_shards,
         "gradients": gradients / state_shards,
         "optimizer": optimizer / state_shards,
         "gathered_weights": gathered,
         "activations": tokens * per_token,
         "logits": tokens * info.vocab_size * LOGIT_BYTES,
+        "kv_cache": kv_cache,
         "overhead": overhead,
     }
 
@@ -332,7 +351,9 @@ def breakdown(w: Workload) -> str:
 def conditions(w: Workload) -> str:
     """The settings the estimate depends on most, in words."""
     pair = " x 2 (the completion, and another for KTO's KL estimate)" if w.kind == "kto" else " x 2 (chosen, rejected)"
-    per = f"micro batch {w.micro_batch_size} x {w.max_length} tokens" + (pair if w.sequences_per_example == 2 else "")
+    if w.completion_length:
+        pair = f" x {w.sequences_per_example} completions per prompt"
+    per = f"micro batch {w.micro_batch_size} x {w.max_length} tokens" + (pair if w.sequences_per_example > 1 else "")
     if w.rows_per_forward != w.micro_batch_size:
         per += f" (packed rows one at a time with {w.attention} attention)"
     ckpt = "gradient checkpointing" if w.checkpointing else "no gradient checkpointing"
@@ -373,6 +394,8 @@ def flops_per_token(w: Workload, context: int) -> int:
         flops += 2 * matmul + 4 * attention
     if w.reference_forward:
         flops += 2 * matmul + 4 * attention
+    if w.reward_params:  # each reward model scores every completion: one forward
+        flops += 2 * w.reward_params
     return int(flops)
 
 
@@ -387,6 +410,11 @@ def time_estimate(w: Workload, target: Target | None, t: TrainingPlan, d: DataPl
     per_token = flops_per_token(w, context)
     utilization = w.utilization
     seconds = tokens * per_token / (w.devices * target.tflops * 1e12 * utilization)
+    generated = 0
+    if w.completion_length:  # sampling: one forward (2M) per completion token, at the bandwidth-bound rate
+        generated = t.max_steps * t.batch_size * w.sequences_per_example * w.completion_length
+        matmul = sum(i * o for i, o in w.info.linear_shapes.values()) + w.info.vocab_size * w.info.hidden_size
+        seconds += generated * 2 * matmul / (w.devices * target.tflops * 1e12 * GENERATION_UTILIZATION)
     return {
         "tokens": tokens,
         "attention_context": context,
@@ -395,6 +423,7 @@ def time_estimate(w: Workload, target: Target | None, t: TrainingPlan, d: DataPl
         "utilization": utilization,
         "seconds": round(seconds, 1),
         "seconds_per_step": round(seconds / t.max_steps, 3),
+        **({"generated_tokens": generated} if generated else {}),
     }
 
 

@@ -70,10 +70,12 @@ class Inputs(PlanModel):
     data: dict[str, DataInput]  # split -> file
     model: ModelInput
     reference_model: ModelInput | None = None
+    reward_models: dict[str, ModelInput] | None = None  # grpo and rloo: reward name -> the reward model it loads
+    reward_files: dict[str, str] | None = None  # grpo and rloo: JSON Schema files (root-relative) -> sha256
     chat_template: ChatTemplateInput
     templates: dict[str, str]  # template file -> sha256
 
-    omit_when_none = frozenset({"reference_model"})
+    omit_when_none = frozenset({"reference_model", "reward_models", "reward_files"})
 
 
 class ModelPlan(PlanModel):
@@ -221,6 +223,9 @@ class TimeEstimate(PlanModel):
     utilization: float
     seconds: float
     seconds_per_step: float
+    generated_tokens: int | None = None  # GRPO and RLOO: completion tokens sampled over the run (at most)
+
+    omit_when_none = frozenset({"generated_tokens"})
 
 
 class Estimates(PlanModel):

@@ -41,10 +41,16 @@ from ftc.compiler.plan.model import (
     ValidationPlan,
 )
 from ftc.compiler.plan.modelinfo import ModelInfo, TokenizerInfo
+from ftc.compiler.plan.rewards import Rewards
 from ftc.compiler.spec import Hardware, Spec
 from ftc.compiler.spec.export import GATE_DEFAULTS, Export
 
-PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "lm_eval", "vllm", "gguf")
+# What a run's numbers depend on: training, evaluation, serving and export, and the libraries that score answers
+# (ftc eval's metrics, and GRPO's and RLOO's declared rewards in templates/rewards.py).
+PACKAGES = (
+    "torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "lm_eval", "vllm", "gguf",
+    "jsonschema", "rouge_score", "sacrebleu",
+)  # fmt: skip
 PACKING_STRATEGY = "bfd"
 
 
@@ -83,6 +89,7 @@ class Measured:
     chat_template_sha256: str
     packages: dict[str, str | None]
     templates: dict[str, str]  # the templates the build renders -> sha256
+    rewards: Rewards = Rewards()  # grpo and rloo: the rewards' plan entries, reward models and schema files
     converted_from: str | None = None  # data.convert_to: the format the data was converted from
     cleaning: dict[str, Any] | None = None  # data cleaning as applied, with its counts
 
@@ -116,7 +123,7 @@ def resolve(spec: Spec, m: Measured) -> Plan:
     method_def = METHODS[spec.method.kind]
     t, hw, d = spec.training, spec.hardware, spec.data
     info = m.model_info
-    method = method_def.resolve(spec.method, ResolveContext(info=info, accelerator=hw.accelerator))
+    method = method_def.resolve(spec.method, ResolveContext(info=info, accelerator=hw.accelerator, rewards=m.rewards.entries))
     packing = bool(d.packing) if d.packing is not None else method_def.packing
     devices, strategy = resolve_strategy(hw)
     optim = per_device(hw.accelerator, t.optim if t.optim != "auto" else "adamw_torch", t.optim if t.optim != "auto" else method_def.cuda_optim)
@@ -138,7 +145,8 @@ def resolve(spec: Spec, m: Measured) -> Plan:
     work = workload(micro)
     splits = {name: _split_plan(stats, packing, d.max_length) for name, stats in m.splits.items()}
     data = _data_plan(spec, m, packing, splits)
-    training = _training_plan(spec, method, method_def.learning_rate(spec.method), splits["train"], micro, devices, optim, work.rows_per_forward, "validation" in m.splits)
+    evaluates = "validation" in m.splits and method_def.evaluates  # GRPO and RLOO leave the held-out prompts to ftc eval
+    training = _training_plan(spec, method, method_def.learning_rate(spec.method), splits["train"], micro, devices, optim, work.rows_per_forward, evaluates)
     name = spec.project.name
     return Plan(
         ftc_version=__version__,
@@ -195,6 +203,8 @@ def _inputs(m: Measured) -> Inputs:
         data={split: DataInput(**entry) for split, entry in m.data_files.items()},
         model=ModelInput.model_validate(m.model.lock_entry()),
         reference_model=ModelInput.model_validate(m.reference_model.lock_entry()) if m.reference_model else None,
+        reward_models={name: ModelInput.model_validate(s.lock_entry()) for name, s in sorted(m.rewards.models.items())} or None,
+        reward_files=dict(sorted(m.rewards.files.items())) or None,
         chat_template=ChatTemplateInput(source=m.chat_template_source, sha256=m.chat_template_sha256),
         templates=dict(sorted(m.templates.items())),
     )

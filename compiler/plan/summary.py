@@ -165,8 +165,29 @@ def _method(lock: Plan) -> tuple[str, Rows]:
     elif m.kind == "kto":
         weights = f"desirable_weight {m.desirable_weight:g}, undesirable_weight {m.undesirable_weight:g}"
         rows.append(("KTO", f"beta {m.beta:g}, loss {m.loss_type}, {weights}, reference {m.reference}"))
+    elif m.kind == "reward":
+        center = f"center_rewards_coefficient {m.center_rewards_coefficient:g}" if m.center_rewards_coefficient else "scores not centred"
+        rows.append(("reward model", f"a one-output score head on the base; {center}; final/ holds whole weights"))
+    elif m.kind in ("grpo", "rloo"):
+        rows += _rl_rows(m)
     rows.append(("trainable", f"{params(m.trainable_params)} of {params(m.total_params)} ({share(m.trainable_params, m.total_params)})"))
     return "method", rows
+
+
+REWARD_SETTINGS = ("key", "field", "metric", "pattern", "match", "target", "penalty", "schema_file", "path")
+
+
+def _rl_rows(m: Any) -> Rows:
+    """GRPO's and RLOO's sampling, KL pull and rewards, one row per reward with what it reads."""
+    reference = "no reference model" if m.beta == 0 else ("the base with the adapter off as reference" if m.adapter == "lora" else "a frozen copy as reference")
+    rows: Rows = [
+        ("sampling", f"{m.num_generations} completions per prompt, up to {m.max_completion_length} tokens, temperature {m.temperature:g}"),
+        ("KL beta", f"{m.beta:g} ({reference})"),
+    ]
+    for reward in m.rewards:
+        settings = ", ".join(f"{key} {reward[key]!r}" if isinstance(reward[key], str) else f"{key} {reward[key]}" for key in REWARD_SETTINGS if reward.get(key) is not None)
+        rows.append(("reward", f"{reward['name']} x {reward['weight']:g}" + (f" ({settings})" if settings else "")))
+    return rows
 
 
 def _split_rows(name: str, split: SplitPlan, d: DataPlan, file: DataInput | None) -> Rows:

@@ -263,9 +263,12 @@ def _check_serve(loaded: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-def extra_fields(data) -> tuple[str, ...]:
-    """Record fields the spec allows besides the format's own: its label field."""
-    return (data.label_field,) if data.label_field else ()
+def extra_fields(spec) -> tuple[str, ...]:
+    """Record fields the spec allows besides the format's own: its label field, and the fields rewards read."""
+    from ftc.compiler.methods.rewards import fields_read
+
+    label = (spec.data.label_field,) if spec.data.label_field else ()
+    return tuple(dict.fromkeys(label + tuple(fields_read(getattr(spec.method, "rewards", [])))))
 
 
 def file_problem(base: Path, rel: str, what: str) -> tuple[str, str] | None:
@@ -411,7 +414,7 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
             diags.append(loaded.diag(f"data.{key}", f"unsupported data file type {path.suffix!r}", "use .jsonl (one JSON object per line), .json (an array), .csv (a header row naming the columns) or .parquet"))
             continue
         cleaning = Cleaning.of(d)
-        result = survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(d))
+        result = survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(spec))
         declared = expected or (found["train"][0] if "train" in found else None)
         if declared is not None and result.format is not None and result.format != declared:
             what = f"format = {declared!r}" if expected else f"{d.train} holds {declared} data"

@@ -65,10 +65,11 @@ def method_section(kind: str) -> dict[str, object]:
     or None when it has none, description wrapped as comment lines), its learning rate and usual range, and the data
     it trains on."""
     method = METHODS[kind]
-    table = method.spec.model_validate({"kind": kind})
+    given = method.starter or {}
+    table = method.spec.model_validate({"kind": kind, **given})
     keys = []
     for name, field in method.spec.model_fields.items():
-        if name == "kind":
+        if name == "kind" or name in given:
             continue
         default = field.get_default(call_default_factory=True)
         about = textwrap.wrap((field.description or "").rstrip(".") + ".", 108)
@@ -81,6 +82,10 @@ def method_section(kind: str) -> dict[str, object]:
         "usual": f"{usual[0]:g} to {usual[1]:g}" if usual else None,
         "trains_on": method.trains_on,
         "packing": method.packing,
+        "tables": [
+            (f"method.{name}", [[(k, toml_value(v)) for k, v in entry.items()] for entry in entries])
+            for name, entries in given.items()
+        ],
     }
 
 

@@ -223,6 +223,12 @@ def evaluate_run(
     record = read_record(run_dir)
     ev = run.lock.evaluation
     limit = max_examples if max_examples is not None else ev.max_examples
+    if run.lock.method.kind == "reward":  # a reward model answers nothing: it scores held-out pairs
+        if endpoint is not None:
+            raise RunFolderError("a reward model is not served, so --endpoint has nothing to ask; run `ftc eval RUN` without it")
+        from ftc.runtime.evaluate.pairwise import evaluate_reward_model
+
+        return evaluate_reward_model(run, run_dir, limit, step)
     max_new_tokens = ev.max_new_tokens
     compare_base = ev.compare_base
 
@@ -321,11 +327,8 @@ def print_evaluation(console, evaluation: Evaluation) -> None:
     from rich.text import Text
 
     r = evaluation.record
-    console.print(
-        f"{r.examples} held-out example(s) from {r.held_out.path} ({r.held_out.source}), greedy, "
-        f"max_new_tokens {r.decoding.max_new_tokens}",
-        markup=False,
-    )
+    how = f"greedy, max_new_tokens {r.decoding.max_new_tokens}" if r.decoding.max_new_tokens else "each answer scored by the reward model"
+    console.print(f"{r.examples} held-out example(s) from {r.held_out.path} ({r.held_out.source}), {how}", markup=False)
     served = r.endpoint
     if served:
         console.print(f"tuned: {r.models.tuned}; prompt token ids equal to ftc's rendering: {served['prompt_ids_match']}", markup=False)

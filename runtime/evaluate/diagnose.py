@@ -281,6 +281,8 @@ def diagnose(
     if len(val) >= 2:
         if f := overfitting(train, val):
             findings.append(f)
+    elif not METHODS[method_kind].evaluates:
+        skip("overfitting", f"{method_kind.upper()} logs no validation loss (it samples answers; ftc eval scores the held-out prompts)")
     else:
         skip("overfitting", f"validation loss was logged at {len(val)} step(s); a turn needs two or more (set training.eval_steps)")
     if not METHODS[method_kind].token_loss:

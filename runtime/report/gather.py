@@ -16,6 +16,7 @@ from typing import Any
 from ftc.compiler.build.lock import plan_hash
 from ftc.compiler.hashing import FileHasher
 from ftc.compiler.plan.model import Lock
+from ftc.runtime.report.rewards import reward_points
 from ftc.runtime.runfolder import (
     EVAL,
     EVAL_ENDPOINT,
@@ -54,6 +55,7 @@ class Report:
     plan_hash: str
     train_loss: tuple[tuple[int, float], ...]
     validation_loss: tuple[tuple[int, float], ...]
+    rewards: dict[str, tuple[tuple[int, float], ...]]  # GRPO and RLOO: each logged reward statistic by step
     lengths: tuple[SplitLengths, ...]
     lengths_note: str | None  # why there is no histogram
     evaluation: EvalRecord | None
@@ -199,7 +201,8 @@ def gather_report(run_dir: Path, step: Callable[[str], None] = lambda label: Non
     root = record.project_root(run_dir)
     run = _shown_run(run_dir, root)
     plan = record.plan_sha256 or plan_hash(lock)
-    train, validation = loss_points(read_events(run_dir))
+    events = read_events(run_dir)
+    train, validation = loss_points(events)
     step("measuring token lengths (as `ftc data check` does)")
     lengths, lengths_note = token_lengths(run_dir, root, lock)
     evaluation, evaluation_note = read_evaluation(run_dir, plan, run)
@@ -212,6 +215,7 @@ def gather_report(run_dir: Path, step: Callable[[str], None] = lambda label: Non
         plan_hash=plan,
         train_loss=tuple(train),
         validation_loss=tuple(validation),
+        rewards=reward_points(events),
         lengths=lengths,
         lengths_note=lengths_note,
         evaluation=evaluation,

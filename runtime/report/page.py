@@ -34,6 +34,7 @@ from ftc.compiler.atomic import write_atomic
 from ftc.compiler.plan.model import Lock
 from ftc.runtime.report import plots
 from ftc.runtime.report.gather import ANSWER_CHARS, Report, gather_report, is_number
+from ftc.runtime.report.rewards import reward_section
 from ftc.runtime.runfolder import (
     EVAL,
     EVAL_ENDPOINT,
@@ -480,7 +481,8 @@ def render_html(r: Report) -> str:
 
     project = r.record.project or r.lock.project.name
     title = f"ftc report: {project} run {r.record.run_id or Path(r.run).name}"
-    body = "\n".join([_header(r), _losses(r), _lengths(r), _evaluation(r), _serving(r), _answers(r)])
+    rewards = reward_section(r.rewards, r.lock.training.logging_steps, r.record.max_steps or r.lock.training.max_steps, _image, _table)
+    body = "\n".join(part for part in [_header(r), _losses(r), rewards, _lengths(r), _evaluation(r), _serving(r), _answers(r)] if part)
     read = [RUN_RECORD, LOCK, EVENTS, EVAL if r.evaluation else None, EVAL_ENDPOINT if r.served else None, r.answers_source]
     sources = ", ".join(dict.fromkeys(name for name in read if name))
     footer = f"<footer>made by <code>ftc report</code> (ftc {e(__version__)}) from {e(sources)} in {e(r.run)}</footer>"

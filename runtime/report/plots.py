@@ -87,3 +87,25 @@ def _length_histogram(split, lengths, max_length) -> bytes:
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="best")
     return _png(figure)
+
+
+def reward_curves(series: dict[str, Sequence[tuple[int, float]]], max_steps: int | None) -> bytes:
+    """GRPO's and RLOO's rewards against the step they were logged at: the weighted total, and each reward's mean."""
+    with _style():
+        from matplotlib.ticker import MaxNLocator
+
+        figure, ax = _figure()
+        for name, points in series.items():
+            if points:
+                steps, values = zip(*points)
+                total = name == "reward"
+                ax.plot(steps, values, label="total (weighted)" if total else name, linewidth=2.2 if total else 1.2, marker="o" if len(points) <= MARKERS_UP_TO else None, markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean reward of the sampled completions")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if max_steps:
+            ax.set_xlim(0, max_steps * 1.04)
+        ax.margins(y=0.15)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best")
+        return _png(figure)

@@ -33,6 +33,7 @@ from ftc.compiler.exitcodes import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OK, EX
 from ftc.compiler.plan.model import Lock
 from ftc.compiler.plan.resolve import installed_versions
 from ftc.runtime.models import sealed_checkpoints
+from ftc.runtime.run.progress import rl_stats
 from ftc.runtime.runfolder import (
     CHECKPOINTS,
     EVENTS,
@@ -256,6 +257,7 @@ class Session:
     tokens: int = 0
     train_loss: float | None = None
     eval_loss: float | None = None
+    rewards: dict[str, float] = field(default_factory=dict)  # GRPO and RLOO: the last logged rewards, KL, length
     tokens_per_second: float | None = None
     checkpoint: str | None = None
     end: dict[str, Any] = field(default_factory=dict)
@@ -275,6 +277,7 @@ class Session:
         elif kind == "log":
             self.train_loss = event.get("loss", self.train_loss)
             self.eval_loss = event.get("eval_loss", self.eval_loss)
+            self.rewards = rl_stats(event) or self.rewards
             self.tokens_per_second = event.get("train_tokens_per_second", self.tokens_per_second)
         elif kind == "checkpoint":
             self.checkpoint = event["path"]
@@ -489,6 +492,7 @@ def finish_record(run_dir: Path, session: Session, returncode: int, interrupted:
         final=FINAL if status == "completed" else None,
         early_stopped=bool(end.get("early_stopped")),
         **({"distributed": session.distributed} if session.distributed else {}),
+        **({"rewards": session.rewards} if session.rewards else {}),
     )
     write_record(run_dir, record)
     return record

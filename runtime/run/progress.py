@@ -10,6 +10,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def rl_stats(event: dict[str, Any]) -> dict[str, float]:
+    """What GRPO and RLOO log beside the loss: the total reward, each reward's mean (trl's rewards/<name>/mean, kept
+    as <name>), the KL to the starting policy, and the completions' mean length in tokens."""
+    stats = {k: event[k] for k in ("reward", "kl") if isinstance(event.get(k), (int, float))}
+    stats |= {k[len("rewards/") : -len("/mean")]: v for k, v in event.items() if k.startswith("rewards/") and k.endswith("/mean")}
+    if "reward" in stats and isinstance(event.get("completions/mean_length"), (int, float)):
+        stats["completion_length"] = event["completions/mean_length"]
+    return stats if "reward" in stats else {}
+
+
+def _rl_line(stats: dict[str, float]) -> str:
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in stats.items() if k not in ("reward", "kl", "completion_length"))
+    kl = f"  kl {stats['kl']:.4f}" if "kl" in stats else ""
+    length = f"  length {stats['completion_length']:.0f}" if "completion_length" in stats else ""
+    return f"  reward {stats['reward']:.3f} ({parts}){kl}{length}"
+
+
 def _number(value: Any, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, (int, float)) else "-"
 
@@ -69,7 +86,9 @@ class RunDisplay:
             self.console.print(f"{step}  eval_loss {_number(event['eval_loss'], '.4f')}", markup=False)
         elif "loss" in event:
             speed = _number(session.tokens_per_second, ",.0f")
-            self.console.print(f"{step}  loss {_number(event['loss'], '.4f')}  lr {_number(event.get('learning_rate'), '.2e')}  {speed} tok/s  ETA {self._eta(event.get('step'))}", markup=False)
+            stats = rl_stats(event)
+            rewards = _rl_line(stats) if stats else ""
+            self.console.print(f"{step}  loss {_number(event['loss'], '.4f')}{rewards}  lr {_number(event.get('learning_rate'), '.2e')}  {speed} tok/s  ETA {self._eta(event.get('step'))}", markup=False)
             if self.task is not None:
                 self.progress.update(self.task, loss=_number(event["loss"], ".4f"), speed=speed)
 

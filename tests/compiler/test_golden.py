@@ -84,6 +84,7 @@ def _all_keys(obj):
 
 
 ALLOWED_IMPORTS = {"torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "safetensors"}
+ALLOWED_IMPORTS |= {"jsonschema", "rouge_score", "sacrebleu"}  # GRPO's and RLOO's rewards (templates/rewards.py), pinned in the lock
 
 
 @pytest.mark.parametrize("folder", sorted(p for p in GOLDEN.iterdir() if p.is_dir()), ids=lambda p: p.name)

@@ -121,8 +121,39 @@ def test_activations_and_logits_by_hand():
     assert checkpointed == tokens * (LAYERS * 2 * H + per_layer + head)  # layer inputs, and one layer recomputed
     fp32 = memory_parts(full(precision="fp32", weight_dtype="float32"))["activations"]
     assert fp32 == tokens * (LAYERS * 2 * per_layer + 8 * H)
-    dpo = memory_parts(full(kind="dpo"))
+    dpo = memory_parts(full(kind="dpo", sequences_per_example=2, reference_forward=True))
     assert dpo["activations"] == 2 * parts["activations"] and dpo["reference_model"] == 2 * N  # chosen + rejected
+
+
+def test_grpo_counts_its_group_the_reward_models_the_reference_and_sampling():
+    lora = full(kind="grpo", adapter="lora", trainable=1000, micro_batch_size=2)
+    plain = memory_parts(lora)
+    group = memory_parts(dataclasses.replace(lora, sequences_per_example=4, completion_length=64))
+    assert group["activations"] == 4 * plain["activations"] and group["logits"] == 4 * plain["logits"]
+    tokens = 2 * 4 * 1024  # 2 prompts x 4 completions x max_length
+    assert group["kv_cache"] == tokens * LAYERS * 2 * KV * 2  # keys and values of every layer, in bf16
+    assert plain["kv_cache"] == 0 and plain["reward_models"] == 0
+    scored = memory_parts(dataclasses.replace(lora, reward_params=N))
+    assert scored["reward_models"] == 2 * N  # a reward model of the policy's size, frozen in bf16
+    assert memory_parts(dataclasses.replace(lora, reference_forward=True))["reference_model"] == 0  # the adapter off
+    full_weights = dataclasses.replace(lora, adapter="none", trainable=N, reference_forward=True)
+    assert memory_parts(full_weights)["reference_model"] == 2 * N  # beta > 0 without an adapter: a frozen copy
+
+
+def test_grpo_time_adds_the_reward_models_and_the_sampling():
+    context = 1024
+    matmul = LINEAR + VOCAB * H
+    lora = full(kind="grpo", adapter="lora", trainable=1000, sequences_per_example=4, completion_length=64)
+    assert flops_per_token(dataclasses.replace(lora, reward_params=N), context) == flops_per_token(lora, context) + 2 * N
+    t = SimpleNamespace(max_steps=10, steps_per_epoch=100, batch_size=8)
+    d = SimpleNamespace(max_length=1024, packing=False, splits={"train": SimpleNamespace(tokens=100_000, examples=800)})
+    h100 = Target("H100", 79.65, 989.0)
+    time = time_estimate(lora, h100, t, d)
+    assert time["generated_tokens"] == 10 * 8 * 4 * 64  # steps x prompts x completions x max_completion_length
+    training = time["tokens"] * flops_per_token(lora, 125) / (989e12 * 0.35)
+    sampling = time["generated_tokens"] * 2 * matmul / (989e12 * 0.05)
+    assert time["seconds"] == round(training + sampling, 1)
+    assert "generated_tokens" not in time_estimate(full(), h100, t, d)
 
 
 def test_lora_and_qlora_by_hand():

