@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if record.status != "completed":
         code = record.exit_code
         return code if code > 0 else 128 - code  # killed by signal N: 128 + N, as shells report it
-    if args.samples and build.lock.method.kind != "reward":  # a reward model scores answers and writes none
+    if args.samples and build.lock.method.generates:  # a reward model scores answers and writes none
         from ftc.runtime.evaluate.samples import compare_answers, print_comparison
 
         quiet_model_loading()

@@ -55,6 +55,7 @@ class MethodPlan(PlanModel):
     serve_as: ClassVar[Literal["weights", "prompt_embeds"] | None] = "weights"  # how vLLM serves it; None: it cannot
     serve_refusal: ClassVar[str | None] = None  # why vLLM cannot serve it (when serve_as is None)
     gradient_checkpointing: ClassVar[bool] = True  # training can recompute activations (prefix tuning cannot)
+    generates: ClassVar[bool] = True  # the output answers prompts (a reward model scores answers and writes none)
 
     def sequences(self) -> int:
         """Sequences the model runs per example (per prompt for GRPO and RLOO: the completions of its group)."""

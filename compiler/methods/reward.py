@@ -54,6 +54,7 @@ class RewardPlan(LoraPlanFields):
         "a reward model's final/ already holds whole weights (the run folds its adapter in): point a grpo or rloo "
         "spec's reward_model reward at it"
     )
+    generates: ClassVar[bool] = False
     serve_as: ClassVar[None] = None
     serve_refusal: ClassVar[str | None] = (
         "a reward model scores answers and generates none: point a grpo or rloo spec's reward_model reward at its final/"

@@ -383,10 +383,15 @@ def choose_micro_batch(w: Workload, target: Target, batch_size: int) -> int | No
 # -- the lock's estimates -----------------------------------------------------------------------------
 
 
+def matmul_weights(info: ModelInfo) -> int:
+    """The weights of every matmul a token passes through: the linear layers and the output head (M above)."""
+    return sum(i * o for i, o in info.linear_shapes.values()) + info.vocab_size * info.hidden_size
+
+
 def flops_per_token(w: Workload, context: int) -> int:
     """Training FLOPs per token processed (see the module's docstring)."""
     info = w.info
-    matmul = sum(i * o for i, o in info.linear_shapes.values()) + info.vocab_size * info.hidden_size
+    matmul = matmul_weights(info)
     attention = info.num_layers * info.num_attention_heads * info.head_dim * context
     flops = (4 * matmul + 6 * w.trainable) if w.adapter != "none" else 6 * matmul
     flops += 12 * attention
@@ -413,8 +418,7 @@ def time_estimate(w: Workload, target: Target | None, t: TrainingPlan, d: DataPl
     generated = 0
     if w.completion_length:  # sampling: one forward (2M) per completion token, at the bandwidth-bound rate
         generated = t.max_steps * t.batch_size * w.sequences_per_example * w.completion_length
-        matmul = sum(i * o for i, o in w.info.linear_shapes.values()) + w.info.vocab_size * w.info.hidden_size
-        seconds += generated * 2 * matmul / (w.devices * target.tflops * 1e12 * GENERATION_UTILIZATION)
+        seconds += generated * 2 * matmul_weights(w.info) / (w.devices * target.tflops * 1e12 * GENERATION_UTILIZATION)
     return {
         "tokens": tokens,
         "attention_context": context,

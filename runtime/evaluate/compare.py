@@ -223,7 +223,7 @@ def evaluate_run(
     record = read_record(run_dir)
     ev = run.lock.evaluation
     limit = max_examples if max_examples is not None else ev.max_examples
-    if run.lock.method.kind == "reward":  # a reward model answers nothing: it scores held-out pairs
+    if not run.lock.method.generates:  # a reward model answers nothing: it scores held-out pairs
         if endpoint is not None:
             raise RunFolderError("a reward model is not served, so --endpoint has nothing to ask; run `ftc eval RUN` without it")
         from ftc.runtime.evaluate.pairwise import evaluate_reward_model
