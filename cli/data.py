@@ -1,4 +1,5 @@
-"""`ftc data check`: every bad example as file:line, then a summary of the data as it will train."""
+"""`ftc data check`: every bad example as file:line, then a summary of the data as it will train. `ftc data convert`:
+a data file to OpenAI's fine-tuning formats or back to ftc's (compiler/data/openai.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ftc.cli.common import display, err, out, progress, report, spec_path
+from ftc.cli.common import UsageError, display, err, out, progress, report, spec_path
 from ftc.compiler.diagnostics import errors, read_source
 from ftc.compiler.exitcodes import EXIT_OK, EXIT_PROBLEMS
 from ftc.compiler.spec.checks import lines_of
@@ -16,7 +17,9 @@ SHOWN_GROUPS = 5  # duplicate groups, and labels, printed before "and N more"
 
 
 def add_data(verbs) -> None:
-    p = verbs.add_parser("data", help="check a spec's data: every bad example as file:line, and a summary")
+    p = verbs.add_parser(
+        "data", help="check a spec's data (every bad example as file:line, and a summary), or convert a data file"
+    )
     actions = p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
     p = actions.add_parser(
         "check",
@@ -32,6 +35,59 @@ def add_data(verbs) -> None:
     p.add_argument("spec", help="the spec file, e.g. specs/quickstart.toml")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_data_check)
+    p = actions.add_parser(
+        "convert",
+        help="convert a data file to OpenAI's fine-tuning JSONL (SFT, DPO) or back to ftc's formats",
+        description=(
+            "Convert IN (.jsonl, .json, .csv or .parquet) into OUT (.jsonl, one record a line), written whole or "
+            "not at all. --to openai: chat records become SFT records ({\"messages\"}, weights kept) and preference "
+            "records DPO records ({\"input\", \"preferred_output\", \"non_preferred_output\"}); string prompts "
+            "and answers, and completion records, are wrapped into user and assistant messages, so converting back "
+            "gives message lists, not the strings. Unpaired (KTO) and text data have no OpenAI format. --to ftc: "
+            "SFT records become chat records and DPO records preference records. OpenAI lines keep OpenAI's key "
+            "order (role, content, weight), ftc lines sorted keys, so openai -> ftc -> openai gives the same bytes. "
+            "A record that cannot be converted is listed as file:line and nothing is written (exit 1)."
+        ),
+    )
+    p.add_argument("input", metavar="IN", help="the data file to convert")
+    p.add_argument("--to", required=True, choices=("openai", "ftc"), help="the formats to write: OpenAI's or ftc's")
+    p.add_argument("--out", required=True, metavar="OUT", help="the .jsonl file to write (never IN itself)")
+    p.set_defaults(func=cmd_data_convert)
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from ftc.compiler.data.openai import convert_file
+    from ftc.compiler.data.read import SUFFIXES
+
+    source, target = Path(args.input), Path(args.out)
+    if not source.is_file():
+        raise UsageError(f"{args.input} is not a file" if source.exists() else f"data file not found: {args.input}")
+    if source.suffix not in SUFFIXES:
+        kinds = ".jsonl, .json, .csv or .parquet"
+        raise UsageError(f"{args.input}: unsupported data file type {source.suffix!r}; give a {kinds} file")
+    if target.suffix != ".jsonl":
+        raise UsageError(f"--out {args.out}: the converted data is JSON Lines; name the file .jsonl")
+    if target.exists() and (target.is_dir() or target.samefile(source)):
+        what = "a folder" if target.is_dir() else "IN itself"
+        raise UsageError(f"--out {args.out} is {what}; give a new file to write")
+    done = convert_file(source, display(source), args.to, target)
+    for problem in done.problems:
+        err.print(f"{problem}" + (f"\n  = hint: {problem.hint}" if problem.hint else ""), markup=False)
+    if done.problems:
+        err.print(f"\n{display(source)}: {len(done.problems)} problem(s); nothing written", markup=False)
+        return EXIT_PROBLEMS
+    if done.target is None:
+        err.print(f"{display(source)} holds no records; nothing written", markup=False)
+        return EXIT_PROBLEMS
+    what = f"{display(source)} ({done.source}) into {display(target)} ({done.target})"
+    out.print(f"converted {done.records:,} record(s) of {what}", markup=False)
+    if done.wrapped:
+        out.print(
+            f"{done.wrapped:,} of them had a string prompt or answers, or were completion records, and were wrapped "
+            "into messages: converting back gives message lists (chat or preference), not the strings",
+            markup=False,
+        )
+    return EXIT_OK
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ftc.cli.api import add_api
 from ftc.cli.common import UsageError, err
 from ftc.cli.compile import add_compile, add_diff, add_eject, add_plan
 from ftc.cli.data import add_data
@@ -30,6 +31,7 @@ VERBS = (
     add_eval,
     add_report,
     add_serve,
+    add_api,
     add_data,
     add_schema,
     add_plan,

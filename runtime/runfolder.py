@@ -342,16 +342,20 @@ def run_lock(run_dir: Path) -> Lock:
 
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
     """Every complete line of events.jsonl (a line being written is skipped)."""
-    path = run_dir / EVENTS
+    return read_jsonl(run_dir / EVENTS)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a JSONL file that is appended to (a line being written is skipped); none when absent."""
     if not path.is_file():
         return []
-    events = []
+    found = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            events.append(json.loads(line))
+            found.append(json.loads(line))
         except ValueError:
             continue
-    return events
+    return found
 
 
 # ---- which run ------------------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def compile_build(
         chat_template_sha256=sha256_text(chat_template or ""),
         packages=packages if packages is not None else installed_versions(),
         templates=template_hashes([*method_def.templates, *sorted(launch.values())]),
-        converted_from=summary.format if spec.data.convert_to else None,
+        converted_from=summary.converted_from or (summary.format if spec.data.convert_to else None),
         cleaning=cleaning,
     )
     plan = resolve(spec, measured)

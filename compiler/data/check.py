@@ -81,7 +81,7 @@ class SplitReport:
 @dataclass
 class DataReport:
     spec: str
-    format: str | None
+    format: str | None  # the format the files hold: "openai" when read as ftc's (the splits are of what trains)
     max_length: int
     packing_strategy: str
     diagnostics: list[Diagnostic]  # the spec's own, and warnings about the data as a whole
@@ -121,8 +121,9 @@ def check_data(spec_path: Path, root: Path, progress=None) -> DataReport:
         path = loaded.resolve(rel) if rel and file_problem(loaded.base_dir, rel, "data file") is None else None
         if path is not None:
             cleaning = Cleaning.of(d)
-            problems += survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(loaded.spec)).problems
-    report = DataReport(display_path(spec_path), summary.format if summary else None, d.max_length, strategy, spec_diags, problems, [])
+            transform = (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None
+            problems += survey(path, display_path(path), transform, extra_fields(loaded.spec), d.format == "openai" or None).problems
+    report = DataReport(display_path(spec_path), (summary.converted_from or summary.format) if summary else None, d.max_length, strategy, spec_diags, problems, [])
     if summary is None or summary.format is None or errors(spec_diags):  # no format known: nothing to tokenize by
         return report
     try:

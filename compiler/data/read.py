@@ -3,7 +3,8 @@
 This is the one data module that the compiler and the runtime share. It reports problems as
 `file:line: reason` (`file:row N: reason` for Parquet, which has no lines) and never drops a record
 without saying so. A CSV or Parquet row becomes a record the way the generated script makes it, with
-templates/prepare.py's record_from_row.
+templates/prepare.py's record_from_row. OpenAI's fine-tuning records are read as ftc's in data/openai.py (survey's
+`openai`; a file whose first record has input, preferred_output and non_preferred_output is detected as OpenAI's).
 
 The reading is strict where the generated script's reader (its read_records: json.loads, csv) would fail or
 read something else, and where Python's json takes what JSON forbids:
@@ -449,19 +450,29 @@ def _mismatch(value: dict[str, Any], found: Format, fmt: Format) -> tuple[str, s
 class Survey:
     """What a quick pass over a data file found: its format and how many usable records it has."""
 
-    format: Format | None
+    format: Format | None  # the format the records train as
     records: int
     problems: tuple[DataProblem, ...]
+    converted_from: str | None = None  # "openai": the file holds OpenAI's records, read as `format` (data/openai.py)
+
+    @property
+    def source(self) -> str | None:
+        """The format the file holds: "openai", or ftc's."""
+        return self.converted_from or self.format
 
 
-def survey(path: Path, display: str, transform: Callable[[Any], Any] | None = None, extra_fields: tuple[str, ...] = ()) -> Survey:
+def survey(path: Path, display: str, transform: Callable[[Any], Any] | None = None, extra_fields: tuple[str, ...] = (), openai: bool | None = None) -> Survey:
     """Count the records of a data file and check each one against the format of its first record. `transform`
     (the spec's cleaning) is applied to each record before it is checked, as it is before training;
-    `extra_fields` are fields allowed besides the format's own."""
+    `extra_fields` are fields allowed besides the format's own. `openai` reads OpenAI's records as ftc's (None:
+    when the first record is OpenAI DPO data; see data/openai.py)."""
+    from ftc.compiler.data.openai import Reading  # which reads with this module's readers
+
     fmt: Format | None = None
     count = 0
     problems: list[DataProblem] = []
-    for item in iter_records(path, display):
+    reading = Reading(openai)
+    for item in reading.records(path, display):
         if isinstance(item, DataProblem):
             problems.append(item)
             continue
@@ -475,7 +486,7 @@ def survey(path: Path, display: str, transform: Callable[[Any], Any] | None = No
         elif found != fmt:
             problems.append(DataProblem(display, item.line, *_mismatch(item.value, found, fmt), item.unit))  # type: ignore[arg-type]
         else:
-            found_problems = record_problems(item.value, found, extra_fields)
+            found_problems = reading.words(record_problems(item.value, found, extra_fields))
             problems.extend(DataProblem(display, item.line, message, hint, item.unit) for message, hint in found_problems)
             count += not found_problems
-    return Survey(fmt, count, tuple(problems))
+    return Survey(fmt, count, tuple(problems), "openai" if reading.openai else None)

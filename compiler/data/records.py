@@ -16,7 +16,8 @@ text        {"text"}: a non-empty string.
 No other fields are allowed (but a label field the spec names): a misspelled field would otherwise be
 ignored without a word. A conversation has at most MAX_TURNS turns, a record at most MAX_DEPTH levels of
 nesting, and no string holds a lone UTF-16 surrogate (not_a_record); a value that fits no format is
-described with the likely fix (describe_unknown: a key in the wrong case, another tool's format).
+described with the likely fix (describe_unknown: a key in the wrong case, another tool's format). OpenAI's
+tool calls (tools, tool_calls, tool turns) and message names are named as what ftc does not train yet (NOT_TRAINED).
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ MAX_TURNS = 1000  # turns of one conversation: each assistant turn is rendered w
 MESSAGE_KEYS = ("role", "content", "weight")
 # Roles other tools and datasets use, and what they are called here.
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant"}
+# OpenAI's chat fields that ftc does not train yet, with the reason and a hint (in any chat data, and in format = "openai").
+TOOLS = ("tool calls are not trained by ftc yet", "remove the tool turns (assistant turns with tool_calls and the tool results) and the tools, or leave these conversations out")
+NOT_TRAINED = {
+    "record": {"tools": TOOLS, "parallel_tool_calls": TOOLS, "functions": TOOLS},
+    "message": {
+        "tool_calls": TOOLS,
+        "function_call": TOOLS,
+        "name": ("ftc's chat templates do not render names", "remove the name, or write it into the content"),
+    },
+}
 FIELDS = {
     "chat": ("messages",),
     "completion": ("prompt", "completion"),
@@ -75,7 +86,7 @@ def record_problems(value: dict[str, Any], fmt: str, extra_fields: tuple[str, ..
     """Every problem of one record of format `fmt` (whose required fields are known to be present).
     `extra_fields` are allowed besides the format's own (the spec's data.label_field)."""
     allowed = FIELDS[fmt] + extra_fields
-    problems = _unknown_fields(value, allowed, "field", "a record has only " + ", ".join(allowed))
+    problems = unknown_fields(value, allowed, "field", "a record has only " + ", ".join(allowed), ("the record", NOT_TRAINED["record"]))
     if fmt == "completion" and "label" in value and "label" not in allowed:  # unpaired data's label, in a completion file
         problems = [(m, _STRAY_LABEL_HINT if m == "unknown field 'label'" else h) for m, h in problems]
     if fmt == "chat":
@@ -124,9 +135,15 @@ def _label_problems(label: Any) -> list[Problem]:
     return [(f"label is {with_article(json_kind(label))}, not true or false", hint)]
 
 
-def _unknown_fields(value: dict[str, Any], allowed: tuple[str, ...], what: str, hint: str) -> list[Problem]:
+def unknown_fields(value: dict[str, Any], allowed: tuple[str, ...], what: str, hint: str, not_trained: tuple[str, dict[str, Problem]] = ("", {})) -> list[Problem]:
+    """A problem per field not in `allowed`; a field ftc knows but does not train (`not_trained`: whose field, and
+    NOT_TRAINED's entries) is named as such."""
     problems = []
+    owner, known = not_trained
     for key in sorted(set(value) - set(allowed)):
+        if key in known:
+            problems.append((f"{owner} has {key!r}: {known[key][0]}", known[key][1]))
+            continue
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         problems.append((f"unknown {what} {key!r}", f"did you mean {close[0]!r}?" if close else hint))
     return problems
@@ -158,10 +175,12 @@ def _text_problems(text: Any, where: str) -> list[Problem]:
 def _message_problems(message: Any, where: str) -> list[Problem]:
     if not isinstance(message, dict):
         return [(f"{where} is {with_article(json_kind(message))}, not an object", 'write {"role": ..., "content": ...}')]
-    problems = _unknown_fields(message, MESSAGE_KEYS, f"field in {where}", "a message has role, content and an optional weight")
+    problems = unknown_fields(message, MESSAGE_KEYS, f"field in {where}", "a message has role, content and an optional weight", (where, NOT_TRAINED["message"]))
     role = message.get("role")
     if "role" not in message:
         problems.append((f"{where} has no role", "give role = system, user or assistant"))
+    elif role in ("tool", "function"):
+        problems.append((f"{where} is a {role!r} turn: {TOOLS[0]}", TOOLS[1]))
     elif role not in ROLES:
         plain = str(role).strip().lower()
         if plain in ROLES:
@@ -171,7 +190,9 @@ def _message_problems(message: Any, where: str) -> list[Problem]:
             hint = f"did you mean {alias!r}?" if alias else "roles are system, user and assistant"
         problems.append((f"{where} has unknown role {role!r}", hint))
     content = message.get("content")
-    if "content" not in message:
+    if message.get("content") is None and ("tool_calls" in message or "function_call" in message):
+        pass  # an assistant turn that only calls tools: its tool calls are the problem
+    elif "content" not in message:
         problems.append((f"{where} has no content", "give the turn's text as content"))
     elif isinstance(content, list) and content and all(isinstance(part, dict) and "type" in part for part in content):
         problems.append((f"{where} content is a list of parts, not a string", "join the text parts into one string: ftc trains on text content only"))
@@ -283,6 +304,8 @@ def _type_name(value: Any) -> str:
 _OTHER_FORMATS = {
     "conversations": "this looks like ShareGPT data: rename conversations to messages, and in each turn from to role (human: user, gpt: assistant) and value to content",
     "instruction": "this looks like Alpaca data: make prompt from instruction and input, and completion from output",
+    "non_preferred_output": 'this looks like OpenAI DPO data: set format = "openai" (or "auto"); every record of a file has one format',
+    "preferred_output": 'this looks like OpenAI DPO data: set format = "openai" (or "auto"); every record of a file has one format',
 }
 
 

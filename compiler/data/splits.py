@@ -2,7 +2,7 @@
 
 `ftc compile` and `ftc data check` both read the data through here, one record at a time, so a 1 GB file is
 measured in bounded memory and both describe the same examples: after the spec's cleaning (dedup, empty
-turns, Unicode, whitespace) and `convert_to`, with a `validation_split` taken by the seed exactly as the
+turns, Unicode, whitespace) and `convert_to` (OpenAI's records are read as ftc's first, data/openai.py), with a `validation_split` taken by the seed exactly as the
 generated script takes it. What stays in memory is small per record: 16-byte digests for dedup, and one
 cleaning-report entry per removed or changed example.
 
@@ -16,12 +16,14 @@ import hashlib
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
 from ftc.compiler.atomic import replace_atomic
 from ftc.compiler.data.clean import Cleaning, clean_stream, jsonl_line, to_chat
-from ftc.compiler.data.read import Record, iter_records, record_format
+from ftc.compiler.data.openai import first_is_dpo, read_records
+from ftc.compiler.data.read import Record, record_format
 from ftc.compiler.data.records import record_problems
 from ftc.compiler.plan.inputs import relative_to_root
 from ftc.compiler.spec.checks import extra_fields
@@ -60,7 +62,15 @@ class DataSource:
     @property
     def rewritten(self) -> bool:
         """Whether the build trains on its own copy of the data (cleaned or converted) rather than the sources."""
-        return self.cleaning.active or self.data.convert_to is not None
+        return self.cleaning.active or self.data.convert_to is not None or self.openai
+
+    @cached_property
+    def openai(self) -> bool:
+        """Whether the files hold OpenAI's records, read as ftc's: format = "openai", or with "auto" a train file
+        whose first record is OpenAI DPO data (as the survey detects it)."""
+        if self.data.format != "auto":
+            return self.data.format == "openai"
+        return first_is_dpo(self.path("train"))
 
     def path(self, key: str) -> Path:
         return self.loaded.resolve(getattr(self.data, key))
@@ -77,7 +87,7 @@ class DataSource:
         the checks, and never reach training), cleaned, deduplicated, converted. Removed and changed examples are
         appended to `report` when it is given."""
         path = self.path(key)
-        records: Iterator[Record] = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
+        records: Iterator[Record] = (r for r in read_records(path, display_path(path), self.openai) if isinstance(r, Record))
         if self.cleaning.active:
             records = clean_stream(records, self.cleaning, self.file(key), report if report is not None else [])
         records = _well_formed(records, extra_fields(self.loaded.spec))

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftc.compiler.data.clean import Cleaning, clean_stream, clean_value
-from ftc.compiler.data.read import SUFFIXES, Format, Record, iter_records, survey
+from ftc.compiler.data.openai import read_records
+from ftc.compiler.data.read import SUFFIXES, Format, Record, Survey, survey
 from ftc.compiler.data.records import TRAINS_ON_FIELDS, TRAINS_ON_FORMATS, TRAINS_ON_WORDS, UNPAIR_HINT
 from ftc.compiler.diagnostics import Diagnostic, errors
 from ftc.compiler.methods import METHODS
@@ -36,9 +37,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 class DataSummary:
     """What the data check found, for later stages: formats and record counts per split."""
 
-    format: Format | None
+    format: Format | None  # the format the data trains as
     train_records: int
     validation_records: int | None  # None when the split comes from validation_split
+    converted_from: str | None = None  # "openai": the files hold OpenAI's records, read as `format`
 
 
 def check(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | None]:
@@ -356,11 +358,11 @@ class _Examples:
     labelled: int = 0
 
 
-def _examples(loaded: LoadedSpec, path: Path, fmt: Format | None) -> _Examples:
+def _examples(loaded: LoadedSpec, path: Path, fmt: Format | None, openai: bool) -> _Examples:
     d = loaded.spec.data
     found = _Examples()
     exact: set[bytes] = set()
-    records = (r for r in iter_records(path, display_path(path)) if isinstance(r, Record))
+    records = (r for r in read_records(path, display_path(path), openai) if isinstance(r, Record))
     for record in clean_stream(records, Cleaning.of(d), display_path(path), []):
         found.kept += 1
         key = digest(record.value)
@@ -393,13 +395,12 @@ def _record_checks(loaded: LoadedSpec, seen: dict[str, _Examples], paths: dict[s
 
 
 def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | None]:
-    spec = loaded.spec
-    d = spec.data
+    spec, d = loaded.spec, loaded.spec.data
     diags: list[Diagnostic] = []
     if d.validation is not None and d.validation_split is not None:
         diags.append(loaded.diag("data.validation_split", "both validation and validation_split are set", "keep one: a file of held-out examples, or a share of train"))
-    expected: Format | None = None if d.format == "auto" else d.format  # type: ignore[assignment]
-    found: dict[str, tuple[Format | None, int]] = {}
+    expected = None if d.format == "auto" else d.format
+    found: dict[str, Survey] = {}
     paths: dict[str, Path] = {}
     for key in ("train", "validation"):
         rel = getattr(d, key)
@@ -414,29 +415,28 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
             diags.append(loaded.diag(f"data.{key}", f"unsupported data file type {path.suffix!r}", "use .jsonl (one JSON object per line), .json (an array), .csv (a header row naming the columns) or .parquet"))
             continue
         cleaning = Cleaning.of(d)
-        result = survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(spec))
-        declared = expected or (found["train"][0] if "train" in found else None)
-        if declared is not None and result.format is not None and result.format != declared:
+        result = survey(path, display_path(path), (lambda value: clean_value(value, cleaning)[0]) if cleaning.active else None, extra_fields(spec), d.format == "openai" or None)
+        declared = expected or (found["train"].source if "train" in found else None)
+        if declared is not None and result.source is not None and result.source != declared:
             what = f"format = {declared!r}" if expected else f"{d.train} holds {declared} data"
-            diags.append(loaded.diag(f"data.{key}" if not expected else "data.format", f"{what}, but {rel} holds {result.format} data", "make the format match the file (or use format = \"auto\"); every file of a spec holds one format"))
+            diags.append(loaded.diag(f"data.{key}" if not expected else "data.format", f"{what}, but {rel} holds {result.source} data", "make the format match the file (or use format = \"auto\"); every file of a spec holds one format"))
             continue
-        for p in result.problems[:20]:
-            diags.append(loaded.diag(f"data.{key}", str(p), p.hint))
+        diags += [loaded.diag(f"data.{key}", str(p), p.hint) for p in result.problems[:20]]
         if len(result.problems) > 20:
             diags.append(loaded.diag(f"data.{key}", f"... and {len(result.problems) - 20} more problems in {rel}", "run `ftc data check` for the full list"))
-        found[key] = (result.format, result.records)
+        found[key] = result
         if not result.problems:
             paths[key] = path
         if result.records == 0 and not result.problems:
             diags.append(loaded.diag(f"data.{key}", f"{rel} holds no examples", "add examples (in a .jsonl file, one JSON object per line)"))
     if "train" not in found:
         return diags, None
-    fmt, n_train = found["train"]
+    fmt, n_train, converted = found["train"].format, found["train"].records, found["train"].converted_from
     if fmt is None:  # the train file could not be read: judge the rest by the declared format, or the other file's
-        fmt = d.format if d.format != "auto" else found.get("validation", (None, None))[0]
-    n_val = found.get("validation", (None, None))[1]
+        fmt = d.format if d.format not in ("auto", "openai") else found["validation"].format if "validation" in found else None
+    n_val = found["validation"].records if "validation" in found else None
     if paths.keys() == found.keys() and not errors(diags):  # the files read well: look at the examples as they train
-        seen = {key: _examples(loaded, path, fmt) for key, path in paths.items()}
+        seen = {key: _examples(loaded, path, fmt, converted is not None) for key, path in paths.items()}
         diags += _record_checks(loaded, seen, paths)
         n_train, n_val = seen["train"].kept, seen["validation"].kept if "validation" in seen else None
     if d.convert_to == "chat" and fmt not in (None, "completion"):
@@ -466,7 +466,7 @@ def _check_data(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | Non
             f"lower batch_size to at most {n_train} (micro_batch_size must divide it), or add examples",
             severity="warning",
         ))
-    return diags, DataSummary(fmt, n_train, n_val)
+    return diags, DataSummary(fmt, n_train, n_val, converted)
 
 
 def _check_method_data(loaded: LoadedSpec, fmt: str) -> Iterator[Diagnostic]:

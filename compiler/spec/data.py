@@ -29,13 +29,17 @@ class Data(SpecModel):
             "The split is deterministic from `project.seed` and recorded in the lock."
         ),
     )
-    format: Literal["auto", "chat", "completion", "preference", "unpaired"] = Field(
+    format: Literal["auto", "chat", "completion", "preference", "unpaired", "openai"] = Field(
         default="auto",
         description=(
             "chat: {\"messages\": [...]}; completion: {\"prompt\", \"completion\"}; preference: "
             "{\"prompt\", \"chosen\", \"rejected\"}; unpaired: {\"prompt\", \"completion\", \"label\"}, the label "
-            "true for a desirable completion and false for an undesirable one (KTO). 'auto' detects it from the "
-            "first record and the lock records what was found."
+            "true for a desirable completion and false for an undesirable one (KTO). openai: OpenAI's fine-tuning "
+            "JSONL, SFT records {\"messages\": [...]} (read as chat) or DPO records {\"input\", \"preferred_output\", "
+            "\"non_preferred_output\"} (read as preference), one kind a file; the build trains on its converted copy and "
+            "the lock records converted_from = \"openai\". Tool calls, message names and reinforcement data are refused "
+            "at their line. 'auto' detects the format from the first record (OpenAI SFT records are chat records, and "
+            "detect as chat; OpenAI DPO records detect as openai) and the lock records what was found."
         ),
     )
     max_length: int = Field(

@@ -109,9 +109,10 @@ def server_command(target: Target, settings: Settings, generation_dir: Path, key
 _LOG_PREFIX = re.compile(r"^\(\w+ pid=\d+\)\s*|^(INFO|WARNING|ERROR|DEBUG|CRITICAL)\s+\d\d-\d\d \d\d:\d\d:\d\d \[[^\]]*\]\s*")
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """For the child: SIGTERM when ftc dies, so that vLLM shuts its engine down instead of orphaning it. libc is
-    loaded here, in the parent, so that the forked child only makes the call."""
+def parent_death_signal() -> Callable[[], None] | None:
+    """For the child: SIGTERM when ftc dies (strictly, when the thread that started the child ends), so that vLLM
+    shuts its engine down and `ftc run` seals its step instead of being orphaned. libc is loaded here, in the
+    parent, so that the forked child only makes the call."""
     try:
         import ctypes
 
@@ -154,7 +155,7 @@ class VllmServer:
             self.proc = subprocess.Popen(
                 self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches ftc only, which stops the whole group
-                preexec_fn=_parent_death_signal(),
+                preexec_fn=parent_death_signal(),
             )
 
     @property
