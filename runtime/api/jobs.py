@@ -184,11 +184,13 @@ def create_job(store: Store, config: ApiConfig, request: JobRequest) -> dict[str
         "hyperparameters": {k: settings.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")},
         "method": {"type": kind, kind: {"hyperparameters": {k: settings.get(k, "auto") for k in _keys(kind)}, **({"grader": request.method.reinforcement.grader} if graded else {})}},
         PRIVATE: {
-            "sequence": store.next_sequence(), "suffix": request.suffix, "spec": SPEC, "run_dir": None,
+            "suffix": request.suffix, "spec": SPEC, "run_dir": None,
             "missing_reference": {"field": graded[1], "lines": missing} if missing else None,
         },
     }
-    store.save_job(job)
+    with store.lock:  # the queue's order: one number per job
+        job[PRIVATE]["sequence"] = store.next_sequence()
+        store.save_job(job)
     store.add_event(job_id, f"Created fine-tuning job: {job_id}")
     store.add_event(job_id, f"Validating training file: {request.training_file}" + (f" and validation file: {request.validation_file}" if validation else ""))
     if graded is not None:
