@@ -84,7 +84,7 @@ class Server:
         if in_process_engine:
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         argv = [sys.executable, "-m", "ftc.cli", "serve", str(target), "--port", str(port), "--api-key-env", KEY_ENV,
-                "--log", str(log), *extra]
+                "--vllm-log", str(log), *extra]
         self.log = log
         self.proc = subprocess.Popen(argv, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         self.lines: list[str] = []

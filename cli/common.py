@@ -72,8 +72,9 @@ def progress():
     return bar, tick
 
 
-def compile_or_report(spec: str, root: Path | None = None):
-    """Compile a spec in memory; on problems, print every diagnostic and return None."""
+def compile_or_report(spec: str, root: Path | None = None, smoke_steps: int | None = None):
+    """Compile a spec in memory (its smoke build with `smoke_steps`); on problems, print every diagnostic and
+    return None."""
     from ftc.compiler.build.compile import compile_build
     from ftc.compiler.diagnostics import SpecError
 
@@ -81,7 +82,7 @@ def compile_or_report(spec: str, root: Path | None = None):
     bar, tick = progress()
     try:
         with bar:
-            build = compile_build(path, root=root, progress=tick)
+            build = compile_build(path, root=root, progress=tick, smoke_steps=smoke_steps)
     except SpecError as exc:
         report(exc.diagnostics, {display(path): read_source(path)})
         return None

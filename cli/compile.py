@@ -112,14 +112,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def add_diff(verbs) -> None:
     p = verbs.add_parser(
         "diff",
-        help="show what changed between two plans (lock files, build folders or specs)",
+        help="show what changed between two plans (lock files, build folders or specs) or two runs",
         description=(
             "Show every difference between two plans, grouped by section. A and B can each be a lock file, "
-            "a build folder (holding ftc.lock.json) or a spec (.toml), which is compiled in memory. "
-            "Exits 0 whether or not they differ, unless --exit-code."
+            "a build folder (holding ftc.lock.json) or a spec (.toml), which is compiled in memory. When both are "
+            "run folders (runs/<name>/<run-id>/), show what changed between the runs: lineage (parent, data "
+            "hashes), the plan (from each run's copy of the lock), the outcome (status, steps, losses) and the "
+            "eval.json metrics. Exits 0 whether or not they differ, unless --exit-code."
         ),
     )
-    p.add_argument("a", metavar="A", help="the old side: ftc.lock.json, build/<name>/ or a spec .toml")
+    p.add_argument("a", metavar="A", help="the old side: ftc.lock.json, build/<name>/, a spec .toml or a run folder")
     p.add_argument("b", metavar="B", help="the new side, in any of the same forms")
     p.add_argument("--exit-code", action="store_true", help="exit 1 when the plans differ (like git diff --exit-code)")
     p.set_defaults(func=cmd_diff)
@@ -127,7 +129,10 @@ def add_diff(verbs) -> None:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from ftc.compiler.plan.diff import diff_locks
+    from ftc.runtime.runfolder import is_run
 
+    if is_run(Path(args.a)) and is_run(Path(args.b)):
+        return _diff_runs(Path(args.a), Path(args.b), args.exit_code)
     before, before_label = _lock_for_diff(args.a)
     after, after_label = _lock_for_diff(args.b)
     if before is None or after is None:
@@ -154,7 +159,9 @@ def _lock_for_diff(value: str) -> tuple[dict | None, str]:
     if path.is_dir():
         path = path / LOCK_NAME
         if not path.is_file():
-            raise UsageError(f"{value} has no {LOCK_NAME}; give a build folder, a lock file or a spec (.toml)")
+            raise UsageError(
+                f"{value} has no {LOCK_NAME}; give a build folder, a run folder, a lock file or a spec (.toml)"
+            )
     elif not path.is_file():
         raise UsageError(f"not found: {value}")
     try:
@@ -163,6 +170,24 @@ def _lock_for_diff(value: str) -> tuple[dict | None, str]:
         err.print(f"ftc diff: cannot read {display(path)}: {str(exc).removeprefix(f'{path}: ')}", markup=False)
         return None, value
     return lock, f"{display(path)} (plan sha256:{plan_hash(lock)[:12]})"
+
+
+def _diff_runs(a: Path, b: Path, exit_code: bool) -> int:
+    from ftc.runtime.runfolder import RunFolderError
+    from ftc.runtime.runlist import run_changes
+
+    try:
+        sections = run_changes(a, b)
+    except RunFolderError as exc:
+        err.print(f"ftc diff: {exc}", markup=False)
+        return EXIT_PROBLEMS
+    if not sections:
+        out.print("no differences", markup=False)
+        return EXIT_OK
+    out.print(f"--- {display(a)}\n+++ {display(b)}", markup=False)
+    for name, lines in sections.items():  # the plan's lines carry their own headers, indented under "plan"
+        print_sections(f"{name}\n" + "\n".join(f"  {line}" for line in lines))
+    return EXIT_PROBLEMS if exit_code else EXIT_OK
 
 
 def add_eject(verbs) -> None:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ftc.cli.common import UsageError, display, err, out, progress, report, spec_path
+from ftc.cli.datalogs import add_from_logs, add_synthesize
 from ftc.compiler.diagnostics import errors, read_source
 from ftc.compiler.exitcodes import EXIT_OK, EXIT_PROBLEMS
 from ftc.compiler.spec.checks import lines_of
@@ -18,7 +19,9 @@ SHOWN_GROUPS = 5  # duplicate groups, and labels, printed before "and N more"
 
 def add_data(verbs) -> None:
     p = verbs.add_parser(
-        "data", help="check a spec's data (every bad example as file:line, and a summary), or convert a data file"
+        "data",
+        help="check a spec's data (every bad example as file:line, and a summary), convert a data file, or add "
+        "examples from served logs or a teacher model",
     )
     actions = p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
     p = actions.add_parser(
@@ -53,6 +56,8 @@ def add_data(verbs) -> None:
     p.add_argument("--to", required=True, choices=("openai", "ftc"), help="the formats to write: OpenAI's or ftc's")
     p.add_argument("--out", required=True, metavar="OUT", help="the .jsonl file to write (never IN itself)")
     p.set_defaults(func=cmd_data_convert)
+    add_from_logs(actions)
+    add_synthesize(actions)
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:

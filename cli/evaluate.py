@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ftc.cli.common import UsageError, display, err, out, quiet_model_loading, run_folder, step_reporter
+from ftc.cli.promote import add_against_options, check_against_options, cmd_eval_against
 from ftc.compiler.exitcodes import EXIT_OK, EXIT_PROBLEMS
 
 
@@ -36,6 +37,19 @@ def add_eval(verbs) -> None:
     )
     p.add_argument("--json", action="store_true", help="print eval.json instead of the tables")
     p.add_argument(
+        "--baselines",
+        metavar="NAMES",
+        help="prompting baselines to score beside the tuned model, comma-separated: zero_shot (the base as "
+        "prompted), few_shot (the base with training examples in the prompt); '' for none "
+        "(default: evaluation.baselines). No recompiling needed; eval.json records that they came from here",
+    )
+    p.add_argument(
+        "--few-shot-k",
+        type=int,
+        metavar="K",
+        help="training examples in each few-shot prompt, 1 to 64 (default: evaluation.few_shot_k)",
+    )
+    p.add_argument(
         "--endpoint",
         metavar="URL",
         help="score the tuned side through this OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1, "
@@ -52,6 +66,7 @@ def add_eval(verbs) -> None:
         metavar="VAR",
         help="environment variable holding the endpoint's API key (default: serve.api_key_env; '' for none)",
     )
+    add_against_options(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -65,6 +80,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("--max-examples must be at least 1")
     if not args.endpoint and (args.endpoint_model or args.api_key_env is not None):
         raise UsageError("--endpoint-model and --api-key-env go with --endpoint URL")
+    check_against_options(args)
+    if args.against is not None:
+        return cmd_eval_against(args, target)
+    baselines = _baselines(args)
 
     from ftc.runtime.evaluate.compare import evaluate_run, print_evaluation, resolve_run
     from ftc.runtime.evaluate.endpoint import EndpointError
@@ -76,7 +95,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with err.status("evaluating", spinner="dots") as status:
             step = step_reporter(status)
             endpoint = _open_endpoint(args, run_dir) if args.endpoint else None
-            result = evaluate_run(run_dir, max_examples=args.max_examples, step=step, endpoint=endpoint)
+            result = evaluate_run(
+                run_dir, max_examples=args.max_examples, step=step, endpoint=endpoint, baselines=baselines,
+                few_shot_k=args.few_shot_k,
+            )
     except (RunFolderError, EndpointError) as exc:
         err.print(f"ftc eval: {exc}", markup=False)
         return EXIT_PROBLEMS
@@ -90,6 +112,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         err.print(f"ftc eval: {len(failed)} gate(s) failed: {'; '.join(failed)}", markup=False)
         return EXIT_PROBLEMS
     return EXIT_OK
+
+
+def _baselines(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """--baselines and --few-shot-k, checked before anything loads."""
+    from ftc.runtime.evaluate.baselines import parse_names
+
+    if args.few_shot_k is not None and not 1 <= args.few_shot_k <= 64:
+        raise UsageError(f"--few-shot-k must be between 1 and 64, not {args.few_shot_k}")
+    if args.baselines is None:
+        return None
+    try:
+        return parse_names(args.baselines)
+    except ValueError as exc:
+        raise UsageError(f"--baselines: {exc}") from None
 
 
 def _open_endpoint(args: argparse.Namespace, run_dir: Path):
@@ -115,7 +151,16 @@ def add_report(verbs) -> None:
             "`ftc eval` has run, and a few answers side by side."
         ),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder, e.g. runs/quickstart/20250101-120000")
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="?", help="the run folder, e.g. runs/quickstart/20250101-120000"
+    )
+    p.add_argument(
+        "--ab", metavar="LOGS",
+        help="instead of a run's page, compare the arms of an A/B deployment from the logs of `ftc serve --log` "
+        "(requests, share rated good/bad/corrected with 95%% intervals, latency p50/p99, tokens, which arm is ahead "
+        "and whether significantly); written to LOGS/ab-report.html unless --output says otherwise",
+    )
+    p.add_argument("--feedback", metavar="FILE", help="with --ab: the feedback JSONL on the exchanges (verdicts)")
     p.add_argument("--output", metavar="PATH", help="where to write the page (default: RUN_DIR/report.html)")
     p.add_argument("--open", action="store_true", help="open the page in the default web browser afterwards")
     p.set_defaults(func=cmd_report)
@@ -126,6 +171,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ftc.runtime.report.page import write_report
     from ftc.runtime.runfolder import RUN_RECORD, RunFolderError
 
+    if args.ab is not None or args.run_dir is None:
+        return _report_ab(args)
+    if args.feedback:
+        raise UsageError("--feedback goes with --ab LOGS")
     run_dir = run_folder(args.run_dir, (RUN_RECORD, LOCK_NAME))
     quiet_model_loading()
     try:
@@ -137,6 +186,36 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     for note in page.notes:
         err.print(f"ftc report: note: {note}", markup=False)
+    out.print(f"wrote {display(path)}", markup=False)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+    return EXIT_OK
+
+
+def _report_ab(args: argparse.Namespace) -> int:
+    """`ftc report --ab LOGS`: the A/B page (runtime/report/ab.py)."""
+    from ftc.runtime.exchanges import ExchangeError
+    from ftc.runtime.feedback import FeedbackError
+    from ftc.runtime.report.ab import ABError, write_ab
+
+    if args.ab is None:
+        raise UsageError("give RUN_DIR (a run's page) or --ab LOGS (an A/B deployment's page)")
+    if args.run_dir is not None:
+        raise UsageError("give RUN_DIR or --ab LOGS, not both")
+    logs = Path(args.ab)
+    if not logs.exists():
+        raise UsageError(f"log folder not found: {args.ab} (give the folder `ftc serve --log` wrote)")
+    if args.feedback and not Path(args.feedback).is_file():
+        raise UsageError(f"feedback file not found: {args.feedback}")
+    try:
+        feedback = Path(args.feedback) if args.feedback else None
+        path, page = write_ab(logs, feedback, Path(args.output) if args.output else None)
+    except (ABError, ExchangeError, FeedbackError) as exc:
+        err.print(f"ftc report: {exc}", markup=False)
+        return EXIT_PROBLEMS
+    out.print(page.verdict, markup=False)
     out.print(f"wrote {display(path)}", markup=False)
     if args.open:
         import webbrowser

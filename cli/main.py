@@ -15,7 +15,9 @@ from ftc.cli.compile import add_compile, add_diff, add_eject, add_plan
 from ftc.cli.data import add_data
 from ftc.cli.evaluate import add_eval, add_report
 from ftc.cli.export import add_export
+from ftc.cli.promote import add_promote
 from ftc.cli.run import add_run
+from ftc.cli.runs import add_runs
 from ftc.cli.serve import add_merge, add_serve
 from ftc.cli.spec import add_init, add_schema, add_validate
 from ftc.compiler import __version__
@@ -26,10 +28,12 @@ VERBS = (
     add_validate,
     add_compile,
     add_run,
+    add_runs,
     add_merge,
     add_export,
     add_eval,
     add_report,
+    add_promote,
     add_serve,
     add_api,
     add_data,

@@ -47,6 +47,20 @@ def add_run(verbs) -> None:
         metavar="N",
         help="after training, print base versus tuned answers on N held-out examples (0: none; default 3)",
     )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the whole pipeline first: compile build/<name>-smoke/, train a few steps on the first examples "
+        "into runs/<name>-smoke/, evaluate a few held-out examples, and estimate the real run's time; the real "
+        "build and runs are not touched (exit 1 names the stage that failed)",
+    )
+    p.add_argument(
+        "--smoke-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --smoke: the steps to train (default 4)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -60,6 +74,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     if args.samples < 0:
         raise UsageError("--samples must be 0 or more")
+    if args.smoke_steps is not None and not args.smoke:
+        raise UsageError("--smoke-steps goes with --smoke")
+    if args.smoke:
+        from ftc.cli.smoke import cmd_smoke
+
+        return cmd_smoke(args, target)
 
     from ftc.runtime.run.execute import (
         RunRefused,

@@ -69,7 +69,8 @@ def add_serve(verbs) -> None:
         help="serve a run's merged model (or its adapter) with vLLM's OpenAI-compatible server, after a parity check",
         description=(
             "Start vLLM's OpenAI-compatible server on RUN/merged/ (RUN: a run folder, or a spec for its newest "
-            "completed run), on the run's base with its LoRA adapter (--adapter), or on any MODEL_DIR with "
+            "completed run, or a project NAME for the run `ftc promote` made current), on the run's base with its "
+            "LoRA adapter (--adapter), or on any MODEL_DIR with "
             "safetensors weights and a tokenizer. A prompt-tuning or P-tuning run is served as its base, with the "
             "learned virtual tokens put before each prompt as vLLM prompt embeddings by ftc's own OpenAI-compatible "
             "front (chat and completions, no streaming); prefix tuning cannot be served. Host, port, served model "
@@ -83,8 +84,10 @@ def add_serve(verbs) -> None:
     )
     p.add_argument(
         "target",
-        metavar="RUN|MODEL_DIR",
-        help="a run folder (runs/<name>/<run-id>), a spec (its newest completed run), or a model folder",
+        metavar="RUN|MODEL_DIR|NAME",
+        nargs="?",
+        help="a run folder (runs/<name>/<run-id>), a spec (its newest completed run), a model folder, or a project "
+        "name (its run promoted with `ftc promote`, runs/NAME/promoted.json); left out with --ab",
     )
     p.add_argument(
         "--adapter",
@@ -167,9 +170,22 @@ def add_serve(verbs) -> None:
         help="how long vLLM may take to start (default: 900)",
     )
     p.add_argument(
-        "--log",
+        "--vllm-log",
         metavar="PATH",
         help="where vLLM's output goes (default: RUN/serve.log, or MODEL_DIR/serve.log)",
+    )
+    p.add_argument(
+        "--log",
+        metavar="DIR",
+        help="log every request and answer, redacted, to DIR/exchanges-NNNNNN.jsonl through ftc's gateway "
+        "(default: serve.log of the spec; nothing is logged without one of them)",
+    )
+    p.add_argument(
+        "--ab",
+        metavar="A=W,B=W",
+        help="A/B serving: each arm (a run folder, spec, model folder or project name) on its own vLLM behind one "
+        "gateway, each request routed by the weights (positive, summing to 1; sticky per OpenAI `user`), e.g. "
+        "--ab runs/bot/1=0.9,runs/bot/2=0.1; clients ask for the first arm's model name",
     )
     p.set_defaults(func=cmd_serve)
 
@@ -182,11 +198,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for flag, value in (("--chat-template", args.chat_template), ("--prompts", args.prompts)):
         if value is not None and not Path(value).is_file():
             raise UsageError(f"{flag}: not found: {value}")
+    from ftc.runtime.serve.ab import ArmsRefused, parse_ab
     from ftc.runtime.serve.command import ServeOptions, serve
+
+    arms = ()
+    if args.ab is not None:
+        if args.target is not None:
+            raise UsageError(f"give either TARGET ({args.target}) or --ab, not both: --ab names every arm")
+        try:
+            arms = tuple(parse_ab(args.ab))
+        except ArmsRefused as exc:
+            raise UsageError(str(exc)) from None
+    elif args.target is None:
+        raise UsageError("give what to serve: a run folder, a spec, a model folder or a project name (or --ab A=W,B=W)")
 
     quiet_model_loading()
     options = ServeOptions(
-        target=Path(args.target),
+        target=Path(args.target if args.target is not None else arms[0].label),
         adapter=args.adapter,
         export=args.export,
         host=args.host,
@@ -202,6 +230,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         prompts=Path(args.prompts) if args.prompts else None,
         kv_cache_gib=args.kv_cache_gib,
         ready_timeout=args.ready_timeout,
-        log=Path(args.log) if args.log else None,
+        log=Path(args.vllm_log) if args.vllm_log else None,
+        exchanges=Path(args.log) if args.log else None,
+        ab=arms,
     )
     return serve(options, out, err)

@@ -70,3 +70,17 @@ def held_out(run: RunFolder, n: int) -> HeldOut:
         return HeldOut("split", rel, [records[i] for i in held[:n]])
     rel, records = _read(run, "train", n)
     return HeldOut("train", rel, records)
+
+
+def training_pool(run: RunFolder, questions: HeldOut) -> tuple[str, list[Record]]:
+    """The training records the run did not hold out, for few-shot prompts: every training record when the
+    held-out examples come from a validation file; the ones data.validation_split kept for training; and, when
+    nothing is held out (source "train"), the ones after the first len(questions.records), which are the questions."""
+    rel, records = _read(run, "train", None)
+    if questions.source == "split":
+        validation = run.lock.data.validation
+        held = set(prepare.held_out_indices(len(records), validation.split, validation.seed))
+        return rel, [r for i, r in enumerate(records) if i not in held]
+    if questions.source == "train":
+        return rel, records[len(questions.records):]
+    return rel, records

@@ -37,6 +37,7 @@ class HeldOutSource(RecordModel):
 
 class EvalModels(RecordModel):
     base: str | None = None  # None: not evaluated (compare_base = false)
+    few_shot: str | None = None  # the few-shot baseline (evaluation.baselines), when asked for
     tuned: str | None = None
 
 
@@ -77,6 +78,8 @@ class EvalAnswer(RecordModel):
     tuned: str | None = None
     base_tokens: int | None = None
     tuned_tokens: int | None = None
+    few_shot: str | None = None  # the few-shot baseline's answer, when asked for
+    few_shot_tokens: int | None = None
 
 
 class EvalRecord(RecordModel):
@@ -97,6 +100,7 @@ class EvalRecord(RecordModel):
     label_field: str | None = None
     versions: dict[str, str | None] = Field(default_factory=dict)
     lm_eval: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    baselines: dict[str, Any] | None = None  # the prompting baselines and the verdict on them, when asked for
     gates: tuple[GateResult, ...] = ()
     notes: tuple[str, ...] = ()
     diagnosis: tuple[Finding, ...] = ()
@@ -107,3 +111,75 @@ class EvalRecord(RecordModel):
     @property
     def gates_hold(self) -> bool:
         return all(g.holds for g in self.gates)
+
+
+class AgainstSide(RecordModel):
+    """against.json "champion": the run the challenger was scored against."""
+
+    run: str | None = None
+    project: str | None = None
+    path: str | None = None  # the champion's run folder, as given (or relative to the working folder)
+    plan_hash: str | None = None
+
+
+class AgainstAnswer(RecordModel):
+    source: str | None = None
+    prompt: str | None = None
+    reference: str | None = None
+    champion: str | None = None
+    challenger: str | None = None
+    champion_tokens: int | None = None
+    challenger_tokens: int | None = None
+
+
+class AgainstVerdict(RecordModel):
+    passed: bool
+    headline: str | None = None
+    max_regression: float | None = None
+    min_headline_gain: float | None = None
+    failures: tuple[str, ...] = ()  # why it failed, one line each
+
+
+class AgainstRecord(RecordModel):
+    """against.json: `ftc eval RUN --against CHAMPION` (runtime/evaluate/against.py). Both runs answer the
+    challenger's held-out prompts with the same decoding; metric rows are {"champion", "challenger", "delta",
+    "better" ("higher", "lower" or None: not gated), "regressed", "note"}."""
+
+    format_version: int
+    run: str | None = None  # the challenger
+    plan_hash: str | None = None
+    champion: AgainstSide = Field(default_factory=AgainstSide)
+    examples: int | None = None
+    held_out: HeldOutSource = Field(default_factory=HeldOutSource)
+    held_out_data: dict[str, Any] = Field(default_factory=dict)  # each side's held-out data identity, and what differs
+    leak_check: dict[str, Any] = Field(default_factory=dict)  # the champion's training examples against these prompts
+    decoding: Decoding = Field(default_factory=Decoding)
+    metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    verdict: AgainstVerdict
+    warnings: tuple[str, ...] = ()
+    versions: dict[str, str | None] = Field(default_factory=dict)
+    answers: tuple[AgainstAnswer, ...] = ()
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class Promotion(RecordModel):
+    """One entry of promoted.json's history: a run made current (`ftc promote RUN`) or a rollback."""
+
+    action: str  # "promote" or "rollback"
+    run: str  # the run id (its folder under runs/<name>/)
+    plan_hash: str | None = None
+    when: str  # UTC, ISO 8601
+    user: str | None = None
+    reason: str | None = None
+    forced: bool = False
+    previous: str | None = None  # the run that was current before
+    evidence: dict[str, Any] = Field(default_factory=dict)  # eval gates, merge, against, what --force overrode
+
+
+class PromotedRecord(RecordModel):
+    """runs/<name>/promoted.json: the run `ftc serve NAME` serves, and how it came to be (runtime/promote.py)."""
+
+    format_version: int
+    project: str
+    current: str | None = None  # the run id; None when every promotion was rolled back
+    history: tuple[Promotion, ...] = ()

@@ -2,7 +2,8 @@
 
 A run folder (runs/<name>/<run-id>/) holds, each name defined here once:
   ftc.lock.json   LOCK: a copy of the plan that ran (the run is self-describing even after the build changes)
-  run.json        RUN_RECORD (`RunRecord`): written when the run starts, updated when each session ends, by
+  run.json        RUN_RECORD (`RunRecord`): written when the run starts (with its lineage: `Parent`, the data's
+                  sha256; runtime/lineage.py), updated when each session ends, by
                   `ftc merge` ("merge": `MergeCheck`) and by `ftc serve` ("serve": `Serving`, one
                   `ParityCheck` per mode)
   events.jsonl    EVENTS: what the training script reported, one JSON object per line (logs, checkpoints, end)
@@ -23,8 +24,13 @@ A run folder (runs/<name>/<run-id>/) holds, each name defined here once:
   eval/lm_eval/   LM_EVAL_TASK: the local lm-eval task `ftc eval` writes from the held-out split
   report.html     REPORT: after `ftc report`, one self-contained page with plots
   serve.log       SERVE_LOG: what vLLM printed under `ftc serve`
+  against.json    AGAINST (`AgainstRecord`): after `ftc eval RUN --against CHAMPION`, both runs' scores on this
+                  run's held-out examples, the deltas, the regression gate's verdict, every answer
   exports/        EXPORTS: after `ftc export`, one folder per format that passed its gate ("exports": `ExportCheck`);
                   one that failed is kept as exports/<format>.rejected/
+
+Beside the run folders, runs/<name>/promoted.json (PROMOTED, `PromotedRecord`) names the run `ftc promote` made
+current, with its history (runtime/promote.py).
 
 Run folders live under <root>/runs/<name>/ (`runs_folder`); `newest_run` finds a spec's newest one through
 the spec loader. The generated scripts write some of these names themselves (events.jsonl, final/,
@@ -73,10 +79,14 @@ LM_EVAL_TASK = Path("eval") / "lm_eval"
 REPORT = "report.html"
 SERVE_LOG = "serve.log"
 EXPORTS = "exports"
+AGAINST = "against.json"  # `ftc eval RUN --against CHAMPION`: this run (the challenger) against a champion run
 NAMES = (
     LOCK, RUN_RECORD, EVENTS, TRAIN_LOG, CHECKPOINTS, LOGS, FINAL, CHAT_TEMPLATE_NAME, DEQUANTIZED_BASE, MERGED,
-    MERGE_REJECTED, QLORA_BASE, SAMPLES, EVAL, EVAL_ENDPOINT, str(LM_EVAL_TASK), REPORT, SERVE_LOG,
+    MERGE_REJECTED, QLORA_BASE, SAMPLES, EVAL, EVAL_ENDPOINT, str(LM_EVAL_TASK), REPORT, SERVE_LOG, AGAINST,
 )  # every name above, each distinct
+PROMOTED = "promoted.json"  # runs/<name>/promoted.json, beside the run folders: `ftc promote`'s current run and history
+AGAINST_FORMAT = 1  # against.json
+PROMOTED_FORMAT = 1  # promoted.json
 
 RECORD_FORMAT = 1  # run.json
 EVAL_FORMAT = 1  # eval.json and eval-endpoint.json
@@ -212,6 +222,27 @@ class ExportCheck(RecordModel):
     failures: tuple[str, ...] = ()
 
 
+class ParentRun(RecordModel):
+    """run.json "parent" "run": the run whose merged/ or final/ folder this run trained on."""
+
+    path: str  # the folder the lock names as the base (relative to the project root), e.g. runs/a/<id>/merged
+    folder: str | None = None  # "merged" or "final"
+    run_id: str | None = None
+    project: str | None = None
+    plan_sha256: str | None = None
+
+
+class Parent(RecordModel):
+    """run.json "parent": what this run trained on top of: the base model as the lock names it, and the run
+    that made it when it is another run's merged/ or final/ folder (runtime/lineage.py)."""
+
+    base: str  # the lock's inputs.model.reference
+    kind: str | None = None  # "folder", "gguf" or "hub"
+    sha256: str | None = None  # over the lock's file hashes of the base (runtime/lineage.py model_sha256)
+    revision: str | None = None
+    run: ParentRun | None = None
+
+
 class RunRecord(RecordModel):
     """run.json. Written when a session starts (the identity, `status` "running"), completed when it ends."""
 
@@ -222,6 +253,9 @@ class RunRecord(RecordModel):
     build: str | None = None
     spec: str | None = None
     plan_sha256: str | None = None
+    parent: Parent | None = None  # lineage: the base model, or the run this one continues from
+    data_sha256: dict[str, str] | None = None  # split -> the data file's sha256, as the lock hashes it
+    smoke: bool | None = None  # `ftc run --smoke`: a check of the pipeline, not a real run
     max_steps: int | None = None
     started: str | None = None
     sessions: tuple[Session, ...] = ()

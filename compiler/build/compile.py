@@ -16,6 +16,7 @@ from typing import Any
 from ftc.compiler.atomic import write_atomic
 from ftc.compiler.build.lock import LOCK_NAME, LockError, canonical, plan_hash, read_lock
 from ftc.compiler.build.render import render_script, render_text, template_hashes
+from ftc.compiler.build.smoke import smoke_limit, smoke_plan, smoke_spec
 from ftc.compiler.data.clean import REPORT_NAME as CLEANING_REPORT
 from ftc.compiler.data.clean import jsonl
 from ftc.compiler.data.read import position, unit_of
@@ -77,16 +78,21 @@ def compile_build(
     progress: Tick | None = None,
     use_cache: bool = True,
     packages: dict[str, str | None] | None = None,
+    smoke_steps: int | None = None,
 ) -> Build:
     """Compile a spec into an in-memory build. Raises SpecError with every diagnostic when it cannot.
 
     `packages` replaces the installed versions in the lock; golden tests use it to stay version-independent.
+    `smoke_steps` compiles the smoke build instead (compiler/build/smoke.py).
     """
     root = (root or Path.cwd()).resolve()
     loaded, diags, summary = validate(spec_path)
     if loaded is None or summary is None or errors(diags):
         raise SpecError(diags)
     warnings = [d for d in diags if not d.is_error]
+    smoke = smoke_plan(loaded, smoke_steps) if smoke_steps is not None else None
+    if smoke is not None:
+        loaded = smoke_spec(loaded, smoke)
     spec = loaded.spec
     with FileHasher(use_cache) as hasher:
         try:
@@ -121,7 +127,7 @@ def compile_build(
     if chat_template is None and fmt in ("chat", "preference", "unpaired"):
         raise SpecError([*warnings, loaded.diag("model.chat_template", "the model's tokenizer has no chat template", "give one: chat_template = \"path/to/template.jinja\"")])
 
-    data = DataSource(loaded, root)
+    data = DataSource(loaded, root, smoke_limit(smoke, keys=["train", "validation"]) if smoke else None)
     splits, problems = _measure_splits(loaded, data, fmt, tokenizer, chat_template, progress)
     warnings += [d for d in problems if not d.is_error]
     if errors(problems):
@@ -171,6 +177,8 @@ def compile_build(
         cleaning=cleaning,
     )
     plan = resolve(spec, measured)
+    if smoke is not None:
+        plan = Plan.model_validate({**plan.to_json(), "smoke": smoke.model_dump()})
     fit = fit_diagnostics(loaded, plan, info)
     if method_def.plan_check is not None:
         fit += list(method_def.plan_check(loaded, plan))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -52,9 +53,10 @@ class StreamedFile:
 class DataSource:
     """The data files a spec names, each read as training will see it."""
 
-    def __init__(self, loaded: LoadedSpec, root: Path) -> None:
+    def __init__(self, loaded: LoadedSpec, root: Path, limit: dict[str, int] | None = None) -> None:
         self.loaded = loaded
         self.root = root
+        self.limit = limit or {}  # a smoke build: file key -> the first N examples only
         self.data = loaded.spec.data
         self.cleaning = Cleaning.of(self.data)
         self.keys = [key for key in ("train", "validation") if getattr(self.data, key) is not None]
@@ -62,7 +64,7 @@ class DataSource:
     @property
     def rewritten(self) -> bool:
         """Whether the build trains on its own copy of the data (cleaned or converted) rather than the sources."""
-        return self.cleaning.active or self.data.convert_to is not None or self.openai
+        return self.cleaning.active or self.data.convert_to is not None or self.openai or bool(self.limit)
 
     @cached_property
     def openai(self) -> bool:
@@ -93,6 +95,8 @@ class DataSource:
         records = _well_formed(records, extra_fields(self.loaded.spec))
         if self.data.convert_to == "chat":
             records = (replace(r, value=to_chat(r.value, self.data.system_prompt)) for r in records)
+        if key in self.limit:
+            records = itertools.islice(records, self.limit[key])
         return records
 
     def split_keys(self) -> dict[str, str]:

@@ -187,6 +187,11 @@ class ServePlan(PlanModel):
     api_key_env: str | None
     max_model_len: int
     dtype: dict[str, str]  # per device
+    # the exchange log (optional: locks written before it read as "no log, the default redactions")
+    log: str | None = None  # relative to the project root
+    log_redact: tuple[str, ...] = ("email", "key")
+    log_patterns: tuple[str, ...] = ()
+    log_max_mb: int = 64
 
 
 class ExportGatePlan(PlanModel):
@@ -243,6 +248,16 @@ class Estimates(PlanModel):
     time: TimeEstimate | None
 
 
+class SmokePlan(PlanModel):
+    """A smoke build (`ftc run SPEC --smoke`): a few steps on the first examples, to check the pipeline. Its
+    project is the real one's name + SMOKE_SUFFIX, so its build and runs never mix with the real ones."""
+
+    of_project: str  # the real project's name
+    steps: int
+    train_examples: int  # at most this many of the first training examples (after cleaning)
+    validation_examples: int
+
+
 class Plan(PlanModel):
     generated: str = Field(default=GENERATED, alias="_generated")
     format_version: int = FORMAT_VERSION
@@ -260,8 +275,9 @@ class Plan(PlanModel):
     export: ExportPlan | None = None  # only when the spec has [export]: locks without it are unchanged
     launch: LaunchPlan
     estimates: Estimates
+    smoke: SmokePlan | None = None  # only in a smoke build: real locks are unchanged
 
-    omit_when_none = frozenset({"export"})
+    omit_when_none = frozenset({"export", "smoke"})
 
     def to_json(self) -> dict[str, Any]:
         """The plan as the lock writes it."""

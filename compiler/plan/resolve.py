@@ -169,6 +169,10 @@ def resolve(spec: Spec, m: Measured) -> Plan:
             served_model_name=spec.serve.served_model_name or name,
             max_model_len=spec.serve.max_model_len or d.max_length,
             dtype=_auto(spec.serve.dtype, "float32", "bfloat16", hw.accelerator),
+            log=spec.serve.log,
+            log_redact=tuple(spec.serve.log_redact),
+            log_patterns=tuple(spec.serve.log_patterns),
+            log_max_mb=spec.serve.log_max_mb,
         ),
         export=resolve_export(spec.export),
         launch=LaunchPlan(

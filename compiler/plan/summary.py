@@ -353,6 +353,9 @@ def _evaluation(lock: Plan) -> tuple[str, Rows]:
         rows.append(("JSON Schema", ev.json_schema))
     if ev.lm_eval_tasks:
         rows.append(("lm-eval tasks", ", ".join(ev.lm_eval_tasks)))
+    if ev.baselines:
+        shown = ", ".join(f"few_shot (k={ev.few_shot_k})" if b == "few_shot" else b for b in ev.baselines)
+        rows.append(("baselines", f"{shown}; verdict margin {ev.baseline_margin:g}"))
     rows.append(("gates", list(ev.gates) or ["none"]))
     return "evaluation", rows
 
@@ -367,6 +370,9 @@ def _serve(lock: Plan) -> tuple[str, Rows]:
         ("dtype", per_device(s.dtype)),
         ("api key", f"from ${s.api_key_env}" if s.api_key_env else "none (no auth)"),
     ]
+    if s.log:
+        redacted = ", ".join([*s.log_redact, *([f"{len(s.log_patterns)} pattern(s)"] if s.log_patterns else [])]) or "nothing"
+        rows.append(("exchange log", f"{s.log}/ (redacted: {redacted}; a new file every {s.log_max_mb} MiB)"))
     x = lock.export
     if x is not None:
         gates = "; ".join(f"{fmt}: top-1 >= {x.gates[fmt].min_top1:.0%}, metrics -{x.gates[fmt].max_metric_drop:g}" for fmt in x.formats)

@@ -20,7 +20,7 @@ from ftc.compiler.diagnostics import Diagnostic, errors
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan.inputs import InputError, hub_cache_has, locate_model, read_template
 from ftc.compiler.spec.export import check_export
-from ftc.compiler.spec.gates import COMPANIONS, GRAMMAR, gate_problem, parse_gate
+from ftc.compiler.spec.gates import COMPANIONS, GRAMMAR, check_baselines, gate_problem, parse_gate
 from ftc.compiler.spec.hardware import GPU_TYPES
 from ftc.compiler.spec.validate import LoadedSpec, display_path, parse
 
@@ -46,7 +46,7 @@ class DataSummary:
 def check(loaded: LoadedSpec) -> tuple[list[Diagnostic], DataSummary | None]:
     """Every cross-section and input-file check. Returns diagnostics and, when the data was readable, its summary."""
     diags = [*_check_model(loaded), *_check_method(loaded), *_check_training(loaded), *_check_hardware(loaded)]
-    diags += [*_check_evaluation(loaded), *_check_serve(loaded), *check_export(loaded)]
+    diags += [*_check_evaluation(loaded), *check_baselines(loaded), *_check_serve(loaded), *check_export(loaded)]
     data_diags, summary = _check_data(loaded)
     return diags + data_diags, summary
 

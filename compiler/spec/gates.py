@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 _GATE = re.compile(
-    r"^\s*(?P<side>tuned|base)\.(?P<metric>[A-Za-z_][\w:./-]*)\s*(?P<op>>=|<=|>|<|==)\s*"
-    r"(?:(?P<rside>tuned|base)\.(?P<rmetric>[A-Za-z_][\w:./-]*)\s*(?:(?P<sign>[+-])\s*(?P<delta>\d+(?:\.\d+)?))?"
+    r"^\s*(?P<side>tuned|base|zero_shot|few_shot)\.(?P<metric>[A-Za-z_][\w:./-]*)\s*(?P<op>>=|<=|>|<|==)\s*"
+    r"(?:(?P<rside>tuned|base|zero_shot|few_shot)\.(?P<rmetric>[A-Za-z_][\w:./-]*)\s*(?:(?P<sign>[+-])\s*(?P<delta>\d+(?:\.\d+)?))?"
     r"|(?P<const>-?\d+(?:\.\d+)?))\s*$"
 )
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -28,7 +28,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "mean_length": (0.0, math.inf),
 }
 COMPANIONS = {"distinct_n": ("distinct_1", "repetition")}  # measured along with the metric, so gates may read them
-GRAMMAR = "write `tuned.<metric> <op> <number>` or `tuned.<metric> <op> base.<metric> [+|- <number>]`, op one of >= <= > < =="
+GRAMMAR = (
+    "write `tuned.<metric> <op> <number>` or `tuned.<metric> <op> base.<metric> [+|- <number>]`, op one of "
+    ">= <= > < ==; the sides are tuned, base, zero_shot (the base as prompted: the same numbers) and few_shot"
+)
+UNTRAINED = ("base", "zero_shot", "few_shot")  # sides that training does not change
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def verdict(gate: Gate) -> str | None:
 
 def gate_problem(gate: Gate) -> tuple[str, str, str] | None:
     """(severity, message, hint) for a gate that cannot go either way, or that training cannot move."""
-    if gate.side == "base" and gate.ref_side in (None, "base"):
+    if gate.side in UNTRAINED and gate.ref_side in (None, *UNTRAINED):
         return "warning", "gate reads only the base model, which training does not change", f"gate on tuned.{gate.metric}"
     found = verdict(gate)
     if found is None:
@@ -105,3 +109,29 @@ def gate_problem(gate: Gate) -> tuple[str, str, str] | None:
 def _range_of(metric: str) -> str:
     low, high = RANGES[metric]
     return f"{metric} lies between {low:g} and {high:g}" if high != math.inf else f"{metric} is at least {low:g}"
+
+
+def check_baselines(loaded) -> Iterator:
+    """Diagnostics on [evaluation] baselines: listed twice, asked of a reward model, or read by a gate that the
+    spec does not evaluate (zero_shot is the base's numbers, so compare_base also gives it)."""
+    from ftc.compiler.methods import METHODS
+
+    ev = loaded.spec.evaluation
+    if len(set(ev.baselines)) != len(ev.baselines):
+        yield loaded.diag("evaluation.baselines", "a baseline is listed twice", "list each baseline once")
+    if ev.baselines and not METHODS[loaded.spec.method.kind].plan.generates:
+        yield loaded.diag(
+            "evaluation.baselines", "a reward model answers nothing, so there is no prompting to compare it with",
+            "remove baselines", severity="warning",
+        )
+    for i, text in enumerate(ev.gates):
+        try:
+            gate = parse_gate(text)
+        except ValueError:
+            continue  # reported with the other gate checks
+        for side in sorted({gate.side, gate.ref_side} & {"zero_shot", "few_shot"}):
+            if side not in ev.baselines and not (side == "zero_shot" and ev.compare_base):
+                yield loaded.diag(
+                    f"evaluation.gates.{i}", f"gate reads the {side} baseline, which is not evaluated",
+                    f'add "{side}" to evaluation.baselines',
+                )

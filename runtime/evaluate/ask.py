@@ -12,6 +12,7 @@ from typing import Any
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 from ftc.runtime.evaluate.endpoint import Endpoint, endpoint_answers
+from ftc.runtime.evaluate.fewshot import Choice, Fitted, fit_prompts
 from ftc.runtime.generate import Answer, Prompt, answers_of, greedy_config, prompt_of
 from ftc.runtime.heldout import HeldOut, held_out
 from ftc.runtime.models import (
@@ -68,6 +69,7 @@ class Side:
     answers: list[Answer]
     lm_eval: dict[str, dict[str, Any]]
     served: dict[str, Any] | None = None  # through an endpoint: how its prompts compare with ftc's rendering
+    fitted: Fitted | None = None  # the few-shot side: its prompts, and how many examples each kept
 
 
 def read_questions(run: RunFolder, tokenizer, chat_template: str | None, limit: int | None) -> Questions:
@@ -112,7 +114,7 @@ def prepare_tasks(
     return Tasks(task, general, unavailable, manager, limit)
 
 
-def _run_side(model, texts: list[str], decoding: Decoding, tasks: Tasks, step, name: str, recompute: bool = False) -> Side:
+def _run_side(model, texts: list[str], decoding: Decoding, tasks: Tasks | None, step, name: str, recompute: bool = False) -> Side:
     def done(n: int) -> None:
         step(f"{name}: {n}/{len(texts)} answers")
 
@@ -120,7 +122,7 @@ def _run_side(model, texts: list[str], decoding: Decoding, tasks: Tasks, step, n
     tokenizer, stop_ids = decoding.tokenizer, decoding.stop_ids
     answers = answers_of(model, tokenizer, texts, stop_ids, decoding.max_new_tokens, recompute, done) if texts else []
     results: dict[str, dict[str, Any]] = {}
-    if tasks.runnable:
+    if tasks is not None and tasks.runnable:
         step(f"{name}: lm-eval {', '.join(tasks.runnable)}")
         # lm-eval generates with the model's own generation config plus its stop strings: make that config the
         # plain greedy one ftc uses, so that no sampling default or repetition penalty of the model applies.
@@ -156,6 +158,24 @@ def _served_side(endpoint: Endpoint, prompts: list[Prompt], decoding: Decoding, 
     return Side(served.answers, results, facts)
 
 
+@dataclass(frozen=True)
+class FewShot:
+    """The few-shot baseline's examples, and the chat template its prompts are rendered with."""
+
+    choice: Choice
+    chat_template: str | None
+
+
+def _few_shot_side(base, questions: Questions, decoding: Decoding, few: FewShot, step) -> Side:
+    """The base model asked each question with the chosen examples before it (no lm-eval tasks: those are
+    zero-shot prompts of lm-eval's own), within the model's context."""
+    context = getattr(base.config, "max_position_embeddings", None)
+    prompts = [p for _, p in questions.prompts]
+    fitted = fit_prompts(prompts, few.choice.examples, decoding.tokenizer, few.chat_template, context, decoding.max_new_tokens)
+    side = _run_side(base, [p.text for p in fitted.prompts], decoding, None, step, "few-shot")
+    return Side(side.answers, {}, fitted=fitted)
+
+
 def ask_models(
     run: RunFolder,
     questions: Questions,
@@ -165,10 +185,12 @@ def ask_models(
     endpoint: Endpoint | None,
     step: Callable[[str], None],
     timings: dict[str, float],
+    few_shot: FewShot | None = None,
 ) -> dict[str, Side | None]:
-    """Each side's answers and lm-eval results: the base (when compare_base), and the tuned model, merged in
-    memory, loaded from final/, or asked through the endpoint. Seconds per side go into `timings`."""
-    sides: dict[str, Side | None] = {"base": None, "tuned": None}
+    """Each side's answers and lm-eval results: the base (when compare_base), the base with few-shot prompts
+    (when `few_shot`), and the tuned model, merged in memory, loaded from final/, or asked through the endpoint.
+    Seconds per side go into `timings`."""
+    sides: dict[str, Side | None] = {"base": None, **({"few_shot": None} if few_shot else {}), "tuned": None}
     texts = questions.texts
     if not (texts or tasks.runnable):  # text data with no general task: nothing to ask the models
         return sides
@@ -179,10 +201,14 @@ def ask_models(
         timings["tuned"] = time.monotonic() - mark
     mark = time.monotonic()
     step("base: loading")
-    base = load_trained_base(run, place) if (compare_base or (run.adapter and endpoint is None)) else None
+    base = load_trained_base(run, place) if (compare_base or few_shot or (run.adapter and endpoint is None)) else None
     if compare_base:
         sides["base"] = _run_side(base, texts, decoding, tasks, step, "base")
     timings["base"] = time.monotonic() - mark
+    if few_shot is not None:  # before the tuned model, which may be merged into these weights
+        mark = time.monotonic()
+        sides["few_shot"] = _few_shot_side(base, questions, decoding, few_shot, step)
+        timings["few_shot"] = time.monotonic() - mark
     if endpoint is None:
         mark = time.monotonic()
         step("tuned: loading")

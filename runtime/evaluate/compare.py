@@ -25,10 +25,12 @@ from typing import Any
 from ftc.compiler.build.lock import plan_hash
 from ftc.compiler.hashing import sha256_bytes
 from ftc.compiler.spec.gates import parse_gate
+from ftc.runtime.evaluate import baselines as bl
 from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 from ftc.runtime.evaluate.ask import (
     Decoding,
+    FewShot,
     Questions,
     Side,
     Tasks,
@@ -38,6 +40,7 @@ from ftc.runtime.evaluate.ask import (
 )
 from ftc.runtime.evaluate.diagnose import Answers, diagnose
 from ftc.runtime.evaluate.endpoint import Endpoint
+from ftc.runtime.evaluate.fewshot import choose_examples
 from ftc.runtime.evaluate.scores import (
     check_gates,
     gate_scores,
@@ -107,12 +110,13 @@ class Scores:
 
 
 def score(
-    run: RunFolder, ev: dict[str, Any], questions: Questions, sides: dict[str, Side | None], tasks: Tasks, tokenizer, schema
+    run: RunFolder, ev: dict[str, Any], questions: Questions, sides: dict[str, Side | None], tasks: Tasks, tokenizer, schema,
+    compare_base: bool | None = None,
 ) -> Scores:
     """The metrics the lock lists, lm-eval's results, and the gates checked on both (a gate without a number
     says why)."""
     validator, _, schema_note = schema
-    compare_base = ev.compare_base
+    compare_base = ev.compare_base if compare_base is None else compare_base
     # None: that model was not evaluated (compare_base = false); []: there was nothing to ask it
     answer_texts = {
         side: [a.text for a in s.answers] if s else (None if side == "base" and not compare_base else [])
@@ -128,7 +132,10 @@ def score(
     why = {name: row["note"] for name, row in rows.items() if row["note"]}
     why |= {name: r["reason"] for name, r in lm_results.items() if r.get("reason")}
     if not compare_base:
-        why |= {f"base.{name}": "compare_base = false: the base model was not evaluated" for name in scores["base"]}
+        why |= {f"{side}.{name}": "compare_base = false: the base model was not evaluated" for name in scores["base"] for side in ("base", "zero_shot")}
+    if "few_shot" not in sides:
+        why |= {f"few_shot.{name}": "the few_shot baseline was not evaluated (evaluation.baselines, or --baselines few_shot)" for name in scores["tuned"]}
+    why |= {f"few_shot.{name}": "lm-eval tasks are not run with few-shot prompts" for name in lm_results}
     gates = check_gates(list(ev.gates or []), scores, why)
     return Scores(answer_texts, ref_lengths, rows, lm_results, gates)
 
@@ -179,10 +186,12 @@ def _notes(questions: Questions, sides, ref_lengths: list[int], max_new_tokens: 
 
 
 def _answer_rows(questions: Questions, sides) -> list[dict[str, Any]]:
-    """Every prompt with its reference and both sides' answers."""
+    """Every prompt with its reference and each side's answers."""
     tuned_answers = sides["tuned"].answers if sides["tuned"] else []
+    few = sides.get("few_shot")
     return [
         {
+            **({"few_shot": few.answers[i].text, "few_shot_tokens": few.answers[i].tokens} if few else {}),
             "source": source,
             "prompt": prompt.shown,
             "reference": prompt.reference,
@@ -214,8 +223,11 @@ def evaluate_run(
     max_examples: int | None = None,
     step: Callable[[str], None] = lambda _: None,
     endpoint: Endpoint | None = None,
+    baselines: tuple[str, ...] | None = None,
+    few_shot_k: int | None = None,
 ) -> Evaluation:
-    """Score base and tuned; with `endpoint`, the tuned answers come from it (RUN/eval-endpoint.json)."""
+    """Score base and tuned; with `endpoint`, the tuned answers come from it (RUN/eval-endpoint.json).
+    `baselines` and `few_shot_k` replace the lock's evaluation.baselines and few_shot_k (`ftc eval --baselines`)."""
     started = time.monotonic()
     timings: dict[str, float] = {}
     lmeval.offline()
@@ -226,11 +238,14 @@ def evaluate_run(
     if not run.lock.method.generates:  # a reward model answers nothing: it scores held-out pairs
         if endpoint is not None:
             raise RunFolderError("a reward model is not served, so --endpoint has nothing to ask; run `ftc eval RUN` without it")
+        if baselines:
+            raise RunFolderError("a reward model answers nothing, so --baselines has no prompting to compare it with; run `ftc eval RUN` without it")
         from ftc.runtime.evaluate.pairwise import evaluate_reward_model
 
         return evaluate_reward_model(run, run_dir, limit, step)
     max_new_tokens = ev.max_new_tokens
-    compare_base = ev.compare_base
+    asked = bl.resolve(ev, baselines, few_shot_k)
+    compare_base = ev.compare_base or asked.zero_shot  # the zero-shot baseline is the base as prompted
 
     step("reading held-out examples")
     tokenizer = load_tokenizer(run)
@@ -239,16 +254,22 @@ def evaluate_run(
     stop_ids = stop_token_ids(tokenizer, chat_template)
     decoding = Decoding(tokenizer, stop_ids, [tokenizer.decode([i]) for i in stop_ids], max_new_tokens)
     schema = schema_of(run, ev)
+    few_shot = None
+    if asked.few_shot and questions.prompts:
+        step(f"choosing {asked.k} few-shot examples")
+        choice = choose_examples(run, questions.examples, asked.k, run.lock.project.seed, tokenizer, chat_template)
+        few_shot = FewShot(choice, chat_template)
 
     step("preparing lm-eval tasks")
     virtual_tokens = bool(run.adapter and run.lock.method.merge_refusal)  # prompt, P- and prefix tuning
     tasks = prepare_tasks(run_dir, list(ev.lm_eval_tasks or []), questions, decoding, limit, virtual_tokens)
     timings["prepare"] = time.monotonic() - started
-    sides = ask_models(run, questions, decoding, tasks, compare_base, endpoint, step, timings)
+    sides = ask_models(run, questions, decoding, tasks, compare_base, endpoint, step, timings, few_shot)
 
     step("scoring")
-    scores = score(run, ev, questions, sides, tasks, tokenizer, schema)
+    scores = score(run, ev, questions, sides, tasks, tokenizer, schema, compare_base)
     diagnosis = _diagnosis(run_dir, run, questions, sides, scores, max_new_tokens)
+    baselines_record, baseline_notes = bl.record(asked, ev.headline_metric(), scores.metrics, few_shot, sides.get("few_shot"), diagnosis)
     seconds = time.monotonic() - started
     timings["total"] = seconds
     result = {
@@ -257,7 +278,7 @@ def evaluate_run(
         "plan_hash": record.plan_sha256 or plan_hash(run.lock),
         "examples": len(questions.prompts),
         "held_out": {"source": questions.examples.source, "path": questions.examples.path, "max_examples": limit},
-        "models": _models(run, compare_base, endpoint),
+        "models": {**_models(run, compare_base, endpoint), **bl.model_of(few_shot)},
         "endpoint": sides["tuned"].served if sides["tuned"] else None,
         "decoding": {
             "do_sample": False,
@@ -274,7 +295,8 @@ def evaluate_run(
         "versions": {**m.versions(), **lmeval.versions(), **_model_versions()},
         "lm_eval": scores.lm_eval,
         "gates": scores.gates,
-        "notes": _notes(questions, sides, scores.ref_lengths, max_new_tokens),
+        "notes": _notes(questions, sides, scores.ref_lengths, max_new_tokens) + baseline_notes,
+        **({"baselines": baselines_record} if baselines_record else {}),
         **diagnosis.record(),
         "answers": _answer_rows(questions, sides),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
@@ -345,11 +367,15 @@ def print_evaluation(console, evaluation: Evaluation) -> None:
         else:
             console.print(Text(f"served answers not compared with local ones: {same.get('reason')}", style="dim"))
     table = Table(box=box.SIMPLE_HEAD)
-    for name, justify in (("metric", "left"), ("base", "right"), ("tuned", "right"), ("delta", "right"), ("reference", "right"), ("note", "left")):
-        table.add_column(name, justify=justify, overflow="fold")
+    columns = bl.columns(r)
+    for name, justify in (("metric", "left"), *((c[0], "right") for c in columns), ("reference", "right"), ("note", "left")):
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=name != "note")  # numbers and names stay whole
     for name, row in r.metrics.items():
-        table.add_row(name, _num(row["base"]), _num(row["tuned"]), _delta(row["base"], row["tuned"]), _num(row.get("reference")), Text(row["note"] or "", style="dim"))
+        cells = [c[1](row) for c in columns]
+        table.add_row(name, *cells, _num(row.get("reference")), Text(row["note"] or "", style="dim"))
     console.print(table)
+    for line in bl.summary(r):
+        console.print(Text(line, style="dim"))
     if r.lm_eval:
         lm = Table(box=box.SIMPLE_HEAD, title="lm-eval", title_justify="left")
         for name, justify in (("task", "left"), ("metric", "left"), ("base", "right"), ("tuned", "right"), ("delta", "right"), ("note", "left")):

@@ -10,10 +10,12 @@ from ftc.runtime.evaluate import lmeval
 from ftc.runtime.evaluate import metrics as m
 
 SIDES = ("base", "tuned")
+ALL_SIDES = ("base", "few_shot", "tuned")  # the base model prompted with examples, when the few_shot baseline is asked for
 
 
 def metric_rows(names, sides: dict[str, list[str] | None], lengths, refs, label_field, validator, schema_note, ref_lengths):
-    """{"metric": {"base": float|None, "tuned": ..., "note": ..., ["reference": ...]}} for every listed metric."""
+    """{"metric": {"base": float|None, ["few_shot": ...], "tuned": ..., "note": ..., ["reference": ...]}} for every
+    listed metric (a few_shot column when `sides` has that side)."""
     scores = {
         side: (m.compute(names, answers, lengths[side], refs, label_field=label_field, validator=validator) if answers is not None else None)
         for side, answers in sides.items()
@@ -28,7 +30,7 @@ def metric_rows(names, sides: dict[str, list[str] | None], lengths, refs, label_
     for key in keys:
         notes = {}
         row: dict[str, Any] = {}
-        for side in SIDES:
+        for side in (s for s in ALL_SIDES if s in SIDES or s in sides):
             score = scores.get(side)
             if score is None:
                 row[side] = None
@@ -37,7 +39,7 @@ def metric_rows(names, sides: dict[str, list[str] | None], lengths, refs, label_
                 row[side] = score[key].value
                 notes[side] = score[key].note
         if key == "json_schema" and schema_note:
-            notes = {side: schema_note for side in SIDES}
+            notes = dict.fromkeys(notes, schema_note)
         distinct_notes = {n for n in notes.values() if n}
         row["note"] = (
             None if not distinct_notes
@@ -51,15 +53,17 @@ def metric_rows(names, sides: dict[str, list[str] | None], lengths, refs, label_
 
 
 def gate_scores(rows, lm_results) -> dict[str, dict[str, float | None]]:
-    """side -> metric or task -> its number, as the gates read them."""
-    scores: dict[str, dict[str, float | None]] = {side: {} for side in SIDES}
+    """side -> metric or task -> its number, as the gates read them; zero_shot reads the base's numbers (the
+    zero-shot baseline is the base as prompted), few_shot the few-shot column (lm-eval tasks are not run few-shot)."""
+    scores: dict[str, dict[str, float | None]] = {side: {} for side in ALL_SIDES}
     for name, row in rows.items():
-        for side in SIDES:
-            scores[side][name] = row[side]
+        for side in ALL_SIDES:
+            scores[side][name] = row.get(side)
     for task, result in lm_results.items():
-        for side in SIDES:
+        for side in ALL_SIDES:
             values = result.get(side)
             scores[side][task] = values.get(result["metric"]) if values and result.get("metric") else None
+    scores["zero_shot"] = scores["base"]
     return scores
 
 

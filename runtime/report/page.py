@@ -32,6 +32,7 @@ from typing import Any
 
 from ftc.compiler.atomic import write_atomic
 from ftc.compiler.plan.model import Lock
+from ftc.runtime.evaluate import baselines
 from ftc.runtime.report import plots
 from ftc.runtime.report.gather import ANSWER_CHARS, Report, gather_report, is_number
 from ftc.runtime.report.rewards import reward_section
@@ -294,14 +295,16 @@ def _metrics(evaluation: EvalRecord) -> str:
     if not metrics:
         return "<p>no metrics</p>"
     with_reference = any("reference" in m for m in metrics.values())  # what the reference answers score themselves
-    head = ["metric", "base", "tuned", "tuned − base"] + (["reference answers"] if with_reference else []) + ["note"]
+    columns = baselines.columns(evaluation, _fmt, _delta)  # base (zero-shot), few-shot when asked, tuned, differences
+    head = ["metric", *(c[0] for c in columns)] + (["reference answers"] if with_reference else []) + ["note"]
     rows = [
-        [f"<code>{e(name)}</code>", e(_fmt(m.get("base"))), e(_fmt(m.get("tuned"))), e(_delta(m.get("base"), m.get("tuned")))]
+        [f"<code>{e(name)}</code>", *(e(c[1](m)) for c in columns)]
         + ([e(_fmt(m.get("reference")))] if with_reference else [])
         + [e(m.get("note") or "")]
         for name, m in metrics.items()
     ]
-    return _table(head, rows, {1, 2, 3, 4} if with_reference else {1, 2, 3}, "metrics")
+    table = _table(head, rows, set(range(1, len(columns) + 1 + with_reference)), "metrics")
+    return table + "".join(f"<p>{e(line)}</p>" for line in baselines.summary(evaluation))
 
 
 def _gates(evaluation: EvalRecord) -> str:
@@ -469,7 +472,8 @@ def _answers(r: Report) -> str:
                  f"texts over {ANSWER_CHARS:,} characters are cut here and whole in the file</p>")
     for i, row in enumerate(r.answers, 1):
         source = f' <span class="muted">{e(row["source"])}</span>' if row.get("source") else ""
-        sides = "".join(f"<div><h4>{name}</h4>{_text(row.get(name))}</div>" for name in ("reference", "base", "tuned"))
+        names = ("reference", "base", *(("few_shot",) if "few_shot" in row else ()), "tuned")
+        sides = "".join(f"<div><h4>{name.replace('_', '-')}</h4>{_text(row.get(name))}</div>" for name in names)
         parts.append(f'<article class="example"><h3>example {i}{source}</h3>'
                      f'<div class="prompt"><h4>prompt</h4>{_text(row.get("prompt"))}</div><div class="side">{sides}</div></article>')
     return "".join(parts) + "</section>"

@@ -32,6 +32,7 @@ from ftc.compiler.build.stale import check_hashes, stale_reasons
 from ftc.compiler.exitcodes import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUT_OF_MEMORY
 from ftc.compiler.plan.model import Lock
 from ftc.compiler.plan.resolve import installed_versions
+from ftc.runtime.lineage import lineage
 from ftc.runtime.models import sealed_checkpoints
 from ftc.runtime.run.progress import rl_stats
 from ftc.runtime.runfolder import (
@@ -49,9 +50,7 @@ from ftc.runtime.runfolder import (
     updated,
     write_record,
 )
-from ftc.runtime.runfolder import (
-    Session as SessionRecord,
-)
+from ftc.runtime.runfolder import Session as SessionRecord
 from ftc.runtime.runfolder import (
     runs_folder as project_runs,
 )
@@ -84,6 +83,8 @@ def locate(target: Path) -> Target:
     except LockError as exc:
         raise RunRefused(f"{exc}; give the spec instead") from None
     folder = target.resolve()
+    if lock.smoke is not None:
+        raise RunRefused(f"{target} is the smoke build of {lock.smoke.of_project}: run `ftc run SPEC --smoke`, or give the spec")
     if folder.parent.name != "build" or folder.name != lock.project.name:
         raise RunRefused(f"{target} holds the build of project {lock.project.name!r} ({lock.inputs.spec.path}), and a build runs only from "
                          f"build/{lock.project.name}/ in its project: give the spec instead, or compile it there")
@@ -229,7 +230,7 @@ def start_record(build: Build, run_dir: Path, device: dict[str, Any], drift: lis
             build=f"build/{build.name}",
             spec=build.lock.inputs.spec.path,
             plan_sha256=locked_plan_hash(build),
-            max_steps=build.lock.training.max_steps,
+            max_steps=build.lock.training.max_steps, **lineage(build.lock, build.directory.parents[1]),
             started=_now(),
             sessions=(),
         )

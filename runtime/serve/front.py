@@ -264,11 +264,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(exc.status, error_body(str(exc), exc.status, exc.param))
 
 
-class FrontServer:
-    """The front on host:port, answering in threads beside ftc serve's main thread."""
+class ThreadedServer:
+    """An HTTP handler class on host:port, answering in threads beside ftc serve's main thread."""
 
-    def __init__(self, front: Front, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"front": front})
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server_class = type("Server", (ThreadingHTTPServer,), {"daemon_threads": True, "address_family": family})
         self.server = server_class((host, port), handler)
@@ -283,3 +282,10 @@ class FrontServer:
         if self.thread.is_alive():  # shutdown() waits for serve_forever, forever if it never ran
             self.server.shutdown()
         self.server.server_close()
+
+
+class FrontServer(ThreadedServer):
+    """The front on host:port."""
+
+    def __init__(self, front: Front, host: str, port: int) -> None:
+        super().__init__(type("Handler", (_Handler,), {"front": front}), host, port)

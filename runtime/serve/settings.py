@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ftc.runtime.serve.ab import ArmSpec
     from ftc.runtime.serve.target import Target
 
 DEFAULT_PARITY = 8
@@ -41,7 +42,9 @@ class ServeOptions:
     prompts: Path | None = None
     kv_cache_gib: float | None = None
     ready_timeout: float = 900
-    log: Path | None = None
+    log: Path | None = None  # vLLM's output (--vllm-log); default RUN/serve.log
+    exchanges: Path | None = None  # --log DIR: the exchange log folder (default: the lock's serve.log, else none)
+    ab: tuple[ArmSpec, ...] = ()  # --ab: the arms, each a target as the user wrote it and its weight
 
 
 @dataclass(frozen=True)

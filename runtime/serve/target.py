@@ -53,6 +53,7 @@ from ftc.runtime.runfolder import (
     newest_run,
     read_record,
     run_lock,
+    runs_folder,
 )
 from ftc.runtime.serve.settings import ServeOptions, ServeRefused, Settings
 
@@ -283,11 +284,35 @@ def _folder_target(folder: Path, chat_template: Path | None, log: Path | None) -
     return Target("folder", str(folder), None, None, None, None, None, None, template, template_file, False, log or folder / SERVE_LOG)
 
 
+def _promoted_target(target: Path, root: Path) -> Path:
+    """A project NAME (no such path here): the run `ftc promote` made current, in <root>/runs/NAME/."""
+    from ftc.runtime.promote import promoted_run
+
+    name = str(target)
+    folder = runs_folder(root, name)
+    if len(target.parts) != 1 or name in (".", "..") or not folder.is_dir():
+        raise ServeRefused(
+            f"not found: {target} (give a run folder, a spec for its newest run, a model folder, or the name of a "
+            f"project with a promoted run in {runs_folder(root, '<name>')})"
+        )
+    try:
+        run = promoted_run(folder)
+    except RunFolderError as exc:
+        raise ServeRefused(str(exc)) from exc
+    if run is None:
+        raise ServeRefused(
+            f"project {name} has runs in {folder} but none is promoted; promote one with `ftc promote RUN`, "
+            "or serve a run folder"
+        )
+    return run
+
+
 def resolve_target(options: ServeOptions, workdir: Path, root: Path, step: Callable[[str], None]) -> Target:
-    """What `ftc serve TARGET` serves: a run's merged/ (or its adapter), or a model folder."""
+    """What `ftc serve TARGET` serves: a run's merged/ (or its adapter), a model folder, or, for a project NAME,
+    the run promoted in runs/NAME/promoted.json (`ftc promote`)."""
     target = options.target
     if not target.exists():
-        raise ServeRefused(f"not found: {target} (give a run folder, a spec for its newest run, or a model folder)")
+        target = _promoted_target(target, root)
     if target.is_file():
         if target.suffix != ".toml":
             raise ServeRefused(f"{target} is a file; give a run folder, a spec (.toml) or a model folder")

@@ -26,7 +26,7 @@ def test_diff_usage_errors(capsys, tmp_path, monkeypatch):
     assert (result.code, result.err) == (2, "ftc diff: error: not found: a.lock.json\n")
     result = invoke(capsys, "diff", ".", "b.lock.json")
     assert result.code == 2
-    assert result.err == "ftc diff: error: . has no ftc.lock.json; give a build folder, a lock file or a spec (.toml)\n"
+    assert result.err == "ftc diff: error: . has no ftc.lock.json; give a build folder, a run folder, a lock file or a spec (.toml)\n"
 
 
 def test_diff_an_unreadable_lock(capsys, tmp_path, monkeypatch):

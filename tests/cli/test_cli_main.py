@@ -27,7 +27,7 @@ VERBS = _verbs()
 
 def test_the_verbs_in_the_order_help_lists_them():
     assert VERBS == [
-        "validate", "compile", "run", "merge", "export", "eval", "report", "serve", "api",
+        "validate", "compile", "run", "runs", "merge", "export", "eval", "report", "promote", "serve", "api",
         "data", "schema", "plan", "diff", "eject", "init",
     ]  # fmt: skip
 
@@ -40,7 +40,7 @@ def test_top_level_help_lists_every_verb(capsys):
         assert f"\n    {verb} " in result.out
 
 
-@pytest.mark.parametrize("argv", [[verb] for verb in VERBS] + [["data", "check"], ["data", "convert"]], ids=" ".join)
+@pytest.mark.parametrize("argv", [[verb] for verb in VERBS] + [["data", "check"], ["data", "convert"], ["data", "from-logs"], ["data", "synthesize"]], ids=" ".join)
 def test_every_verb_has_help(capsys, argv):
     result = invoke(capsys, *argv, "--help")
     assert result.code == 0

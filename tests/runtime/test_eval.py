@@ -197,7 +197,7 @@ def test_exit_code_follows_the_gates(tmp_path, monkeypatch, capsys, holds, code)
         "gates": [{"gate": "tuned.exact_match >= 0.5", "holds": holds, "left": 1.0 if holds else 0.0, "right": 0.5, "error": None}],
         "diagnosis": [], "not_checked": [],
     })
-    monkeypatch.setattr(evaluate, "evaluate_run", lambda run_dir, max_examples=None, step=None, endpoint=None: Evaluation(record, tmp_path / EVAL, holds))
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda run_dir, **_: Evaluation(record, tmp_path / EVAL, holds))
     assert main(["eval", str(tmp_path)]) == code
     captured = capsys.readouterr()
     assert ("✓" if holds else "✗") in captured.out

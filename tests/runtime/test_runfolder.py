@@ -115,8 +115,9 @@ def test_the_layout_names_each_file_once():
         rf.DEQUANTIZED_BASE: "base-dequantized", rf.QLORA_BASE: "base-qlora-dequantized", rf.SAMPLES: "samples.json",
         rf.EVAL: "eval.json", rf.EVAL_ENDPOINT: "eval-endpoint.json", str(rf.LM_EVAL_TASK): "eval/lm_eval",
         rf.REPORT: "report.html", rf.SERVE_LOG: "serve.log", rf.LOCK: "ftc.lock.json", rf.CHAT_TEMPLATE_NAME: "chat_template.jinja",
+        rf.AGAINST: "against.json",
     }
-    assert all(name == expected for name, expected in names.items()) and len(names) == 18  # all distinct
+    assert all(name == expected for name, expected in names.items()) and len(names) == 19  # all distinct
     assert sorted(rf.NAMES) == sorted(names)
     assert rf.LOCK is LOCK_NAME and rf.CHAT_TEMPLATE_NAME is CHAT_TEMPLATE_NAME  # the compiler's names, not copies
 
@@ -126,7 +127,8 @@ def test_no_other_runtime_or_cli_module_spells_a_run_folder_file_name():
     and the chat template). The generated scripts' support code (templates/) runs without ftc and keeps its own."""
     spelled = {
         rf.RUN_RECORD, rf.EVENTS, rf.TRAIN_LOG, rf.MERGE_REJECTED, rf.MERGE_TMP_PREFIX, rf.DEQUANTIZED_BASE, rf.QLORA_BASE,
-        rf.SAMPLES, rf.EVAL, rf.EVAL_ENDPOINT, rf.REPORT, rf.SERVE_LOG, rf.LOCK, rf.CHAT_TEMPLATE_NAME,
+        rf.SAMPLES, rf.EVAL, rf.EVAL_ENDPOINT, rf.REPORT, rf.SERVE_LOG, rf.LOCK, rf.CHAT_TEMPLATE_NAME, rf.AGAINST,
+        rf.PROMOTED,
     }
     found = []
     for folder in ("runtime", "cli"):
