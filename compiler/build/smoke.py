@@ -17,6 +17,7 @@ SMOKE_SUFFIX = "-smoke"
 DEFAULT_STEPS = 4
 MIN_TRAIN_EXAMPLES = 32
 VALIDATION_EXAMPLES = 8
+SMOKE_NEW_TOKENS = 32  # tokens per held-out answer: enough to see the format, not a base model rambling
 
 
 def smoke_name(name: str) -> str:
@@ -36,14 +37,20 @@ def smoke_plan(loaded: LoadedSpec, steps: int) -> SmokePlan:
 
 def smoke_spec(loaded: LoadedSpec, smoke: SmokePlan) -> LoadedSpec:
     """The spec a smoke build compiles: its own project name, `steps` steps, a loss logged at every step,
-    one evaluation and one checkpoint at the end, no early stopping and no trackers."""
+    one evaluation and one checkpoint at the end, no early stopping and no trackers; answers of at most
+    SMOKE_NEW_TOKENS tokens, and no gates, baselines or lm-eval tasks."""
     spec = loaded.spec
     training = spec.training.model_copy(update={
         "max_steps": smoke.steps, "logging_steps": 1, "eval_steps": smoke.steps, "save_steps": smoke.steps,
         "early_stopping_patience": None, "report_to": [],
     })
     project = spec.project.model_copy(update={"name": smoke_name(spec.project.name)})
-    return replace(loaded, spec=spec.model_copy(update={"project": project, "training": training}))
+    # a few short answers check that evaluation works; the gates, baselines and lm-eval tasks are the real run's
+    evaluation = spec.evaluation.model_copy(update={
+        "max_new_tokens": min(spec.evaluation.max_new_tokens, SMOKE_NEW_TOKENS), "gates": [], "baselines": [],
+        "lm_eval_tasks": [],
+    })
+    return replace(loaded, spec=spec.model_copy(update={"project": project, "training": training, "evaluation": evaluation}))
 
 
 def smoke_limit(smoke: SmokePlan, keys: list[str]) -> dict[str, int]:
